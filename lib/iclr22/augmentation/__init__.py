@@ -1,0 +1,1 @@
+"""Augmentation papers: Deep AutoAugment."""

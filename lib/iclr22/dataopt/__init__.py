@@ -1,0 +1,1 @@
+"""Dataset optimization papers: DIVA, the dataset derivative."""

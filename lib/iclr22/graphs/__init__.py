@@ -1,0 +1,1 @@
+"""Graph papers: Cold Brew, GIANT-XRT, graph-relational domain adaptation."""

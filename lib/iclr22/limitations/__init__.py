@@ -1,0 +1,1 @@
+"""Limits of ML: in-domain generalization, Shapley values in trajectory prediction."""

@@ -1,0 +1,1 @@
+"""NLP papers: Trans-Encoder."""

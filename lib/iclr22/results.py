@@ -1,0 +1,147 @@
+"""Record a chapter's headline metrics to ``results/<chapter>.json``.
+
+Every chapter ends with::
+
+    results.record("cold_brew", {"isolated_acc/student": 0.61, ...},
+                   paper={"isolated_acc/student": 0.696, ...})
+
+One JSON file per chapter keeps, for each (profile, device kind) run, the wall time and the
+metrics; the top-level ``metrics`` are those of the latest *full* run, which is what the
+appendix scorecard compares with ``paper``. Writes happen only when ``ICLR22_RECORD=1``
+(set by ``tools/execute.py``), so an interactive session or a CI quick run never rewrites
+the committed results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import runtime
+
+RECORD_VARIABLE = "ICLR22_RECORD"
+RESULTS_DIR_VARIABLE = "ICLR22_RESULTS_DIR"
+SCHEMA_VERSION = 1
+
+
+def results_dir() -> Path:
+    """``$ICLR22_RESULTS_DIR``, else ``results/`` of the book checkout that holds the cwd."""
+    if os.environ.get(RESULTS_DIR_VARIABLE):
+        return Path(os.environ[RESULTS_DIR_VARIABLE])
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "_toc.yml").is_file() and (folder / "results").is_dir():
+            return folder / "results"
+    here = Path(__file__).resolve().parents[2]  # lib/iclr22/results.py -> repository root
+    if (here / "_toc.yml").is_file():
+        return here / "results"
+    return Path.cwd() / "results"
+
+
+def _check_metrics(name: str, metrics: Mapping[str, Any]) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"{name} must be a mapping of metric name to number, got {type(metrics)}")
+    clean: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{name}: metric names must be non-empty strings, got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name}[{key!r}] must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}[{key!r}] must be finite, got {value}")
+        clean[key] = float(value)
+    return clean
+
+
+def _check_chapter(chapter: str) -> None:
+    if not isinstance(chapter, str) or not chapter.replace("_", "").isalnum():
+        raise ValueError(f"chapter must be a name like 'cold_brew', got {chapter!r}")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record(
+    chapter: str,
+    metrics: Mapping[str, float],
+    *,
+    paper: Mapping[str, float] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    wall_time_s: float | None = None,
+    write: bool | None = None,
+) -> dict[str, Any]:
+    """Record ``metrics`` of the current run of ``chapter``; return the run's entry.
+
+    metrics:  name -> number measured by this run (e.g. ``{"isolated_acc/student": 0.61}``).
+    paper:    name -> the paper's number for the same metric where the paper reports one.
+    settings: free-form description of the setting (dataset, sizes), stored as given.
+    wall_time_s: defaults to the time since ``iclr22`` was imported.
+    write:    defaults to ``ICLR22_RECORD == "1"``.
+    """
+    _check_chapter(chapter)
+    measured = _check_metrics("metrics", metrics)
+    reference = _check_metrics("paper", paper or {})
+    unknown = set(reference) - set(measured)
+    if unknown:
+        raise ValueError(f"paper has metrics that this run did not measure: {sorted(unknown)}")
+    dev = runtime.device()
+    run = {
+        "profile": runtime.profile(),
+        "device": runtime.device_name(dev),
+        "device_kind": dev.type,
+        "torch": torch.__version__,
+        "wall_time_s": round(runtime.elapsed() if wall_time_s is None else wall_time_s, 2),
+        "metrics": measured,
+    }
+    if write is None:
+        write = os.environ.get(RECORD_VARIABLE) == "1"
+    if write:
+        _merge_into_file(chapter, run, reference, dict(settings or {}))
+    return run
+
+
+def _merge_into_file(chapter: str, run: dict, paper: dict, settings: dict) -> None:
+    path = results_dir() / f"{chapter}.json"
+    data = load(path) if path.exists() else {"chapter": chapter, "runs": {}}
+    data["schema"] = SCHEMA_VERSION
+    data["runs"][f"{run['profile']}-{run['device_kind']}"] = run
+    if run["profile"] == "full":
+        data.update(metrics=run["metrics"], paper=paper, settings=settings,
+                    profile="full", device=run["device"], torch=run["torch"],
+                    wall_time_s=run["wall_time_s"])
+    write_json_atomic(path, data)
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one results file and check its shape; a malformed file is a ``ValueError``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
+        raise ValueError(f"{path}: expected an object with a 'runs' mapping")
+    return data
+
+
+def load_all(folder: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """All ``<chapter>.json`` files in ``folder`` (default :func:`results_dir`), by chapter."""
+    folder = Path(folder) if folder is not None else results_dir()
+    return {p.stem: load(p) for p in sorted(folder.glob("*.json"))}

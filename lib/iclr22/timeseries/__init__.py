@@ -1,0 +1,1 @@
+"""Time series and recommendation papers: PSA-GAN, recurrent intensity modelling."""

@@ -1,0 +1,133 @@
+"""Live ipywidgets view and static flip-book of one draw function (see ``iclr22.viz``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib
+import matplotlib.pyplot as plt
+from IPython.display import HTML, display
+from matplotlib.animation import FuncAnimation
+from matplotlib.figure import Figure
+
+DrawFunction = Callable[[Figure, Any], None]
+
+#: Largest flip-book we embed: check_notebooks.py rejects any single output over 2 MB.
+MAX_FLIPBOOK_BYTES = 1_800_000
+
+
+def _check_values(values: Sequence[Any], initial: Any) -> list[Any]:
+    values = list(values)
+    if not values:
+        raise ValueError("values must hold at least one slider position")
+    if initial is not None and initial not in values:
+        raise ValueError(f"initial={initial!r} is not one of the slider values {values}")
+    return values
+
+
+def _label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def live_view(
+    draw: DrawFunction,
+    values: Sequence[Any],
+    *,
+    label: str,
+    initial: Any = None,
+    figsize: tuple[float, float] = (8.0, 4.0),
+) -> widgets.VBox:
+    """A slider over ``values`` and an output area redrawn by ``draw(fig, value)``.
+
+    The figure for ``initial`` (default: the first value) is drawn at once. The returned box
+    has ``.slider`` and ``.output`` attributes, so tests can drive it headless
+    (``view.slider.value = v`` redraws).
+    """
+    values = _check_values(values, initial)
+    options = [(_label(v), v) for v in values]
+    slider = widgets.SelectionSlider(
+        options=options, value=values[0] if initial is None else initial,
+        description=label, continuous_update=False,
+        style={"description_width": "initial"}, layout=widgets.Layout(width="95%"),
+    )
+    output = widgets.Output()
+
+    def redraw(value: Any) -> None:
+        fig = plt.figure(figsize=figsize)
+        try:
+            draw(fig, value)
+            with output:
+                output.clear_output(wait=True)
+                display(fig)
+        finally:
+            plt.close(fig)
+
+    slider.observe(lambda change: redraw(change["new"]), names="value")
+    redraw(slider.value)
+    box = widgets.VBox([slider, output])
+    box.slider, box.output = slider, output
+    return box
+
+
+def flipbook(
+    draw: DrawFunction,
+    values: Sequence[Any],
+    *,
+    figsize: tuple[float, float] = (8.0, 4.0),
+    dpi: int = 72,
+    interval_ms: int = 700,
+) -> HTML:
+    """The figure over every value of ``values`` as an offline JavaScript animation.
+
+    Frames are PNGs embedded in the HTML, so the page needs no kernel and no network.
+    Raises ``ValueError`` if the result exceeds ``MAX_FLIPBOOK_BYTES`` (use fewer values,
+    a smaller ``figsize`` or ``dpi``).
+    """
+    values = _check_values(values, None)
+    backend = matplotlib.get_backend()
+    fig = plt.figure(figsize=figsize, dpi=dpi)
+    try:
+        def frame(index: int) -> list:
+            fig.clear()
+            draw(fig, values[index])
+            return []
+
+        animation = FuncAnimation(fig, frame, frames=len(values), interval=interval_ms,
+                                  blit=False, repeat=False)
+        html = animation.to_jshtml(fps=max(1, round(1000 / interval_ms)),
+                                   embed_frames=True, default_mode="once")
+    finally:
+        plt.close(fig)
+        matplotlib.use(backend)
+    if len(html) > MAX_FLIPBOOK_BYTES:
+        raise ValueError(
+            f"flip-book is {len(html)/1e6:.1f} MB (> {MAX_FLIPBOOK_BYTES/1e6:.1f} MB): "
+            "use fewer values, a smaller figsize or a lower dpi"
+        )
+    return HTML(html)
+
+
+def explore(
+    draw: DrawFunction,
+    values: Sequence[Any],
+    *,
+    label: str,
+    initial: Any = None,
+    figsize: tuple[float, float] = (8.0, 4.0),
+    dpi: int = 72,
+    show: bool = True,
+) -> tuple[widgets.VBox, HTML]:
+    """Display the live view (for a running kernel) and the flip-book (for the static page).
+
+    This is the one call a chapter makes for its widget. Returns both objects.
+    """
+    view = live_view(draw, values, label=label, initial=initial, figsize=figsize)
+    book = flipbook(draw, values, figsize=figsize, dpi=dpi)
+    if show:
+        display(view)
+        display(HTML("<p><em>Flip-book of the same figure over every slider value "
+                     "(plays without a kernel):</em></p>"))
+        display(book)
+    return view, book

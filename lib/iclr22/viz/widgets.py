@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import base64
+import io
+import re
+
 import ipywidgets as widgets
 import matplotlib
 import matplotlib.pyplot as plt
@@ -16,6 +20,17 @@ DrawFunction = Callable[[Figure, Any], None]
 
 #: Largest flip-book we embed: check_notebooks.py rejects any single output over 2 MB.
 MAX_FLIPBOOK_BYTES = 1_800_000
+
+#: matplotlib's animation controls link Font Awesome from a CDN; the offline page draws the
+#: same buttons with Unicode glyphs instead (the selectors beat the icon font's own rules).
+_CDN_LINK = re.compile(r"<link[^>]*https?://[^>]*>", re.IGNORECASE)
+_GLYPHS = {"fa-minus": "\\2212", "fa-fast-backward": "\\23EE", "fa-step-backward": "\\23F4",
+           "fa-play": "\\25B6", "fa-pause": "\\23F8", "fa-step-forward": "\\23F5",
+           "fa-fast-forward": "\\23ED", "fa-plus": "\\002B"}
+_OFFLINE_STYLE = "<style>" + "".join(
+    f".anim-buttons i.fa.{name}::before{{content:'{glyph}';font-family:inherit;font-style:normal}}"
+    for name, glyph in _GLYPHS.items()
+) + ".anim-buttons i.fa-flip-horizontal{display:inline-block;transform:scaleX(-1)}</style>"
 
 
 def _check_values(values: Sequence[Any], initial: Any) -> list[Any]:
@@ -29,6 +44,15 @@ def _check_values(values: Sequence[Any], initial: Any) -> list[Any]:
 
 def _label(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _png_output(fig: Figure) -> dict:
+    """A figure as one Jupyter display_data output (PNG)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": png, "text/plain": f"<Figure {fig.get_size_inches()}>"}}
 
 
 def live_view(
@@ -58,9 +82,9 @@ def live_view(
         fig = plt.figure(figsize=figsize)
         try:
             draw(fig, value)
-            with output:
-                output.clear_output(wait=True)
-                display(fig)
+            # Set the output area's content directly (not `with output:`), so the redraw
+            # works the same in a kernel, in nbclient and in headless tests.
+            output.outputs = (_png_output(fig),)
         finally:
             plt.close(fig)
 
@@ -101,6 +125,7 @@ def flipbook(
     finally:
         plt.close(fig)
         matplotlib.use(backend)
+    html = _OFFLINE_STYLE + _CDN_LINK.sub("", html)
     if len(html) > MAX_FLIPBOOK_BYTES:
         raise ValueError(
             f"flip-book is {len(html)/1e6:.1f} MB (> {MAX_FLIPBOOK_BYTES/1e6:.1f} MB): "

@@ -53,7 +53,7 @@ def config_hash(config: Mapping[str, Any]) -> str:
     try:
         text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"config must be plain JSON (numbers, strings, lists, dicts): {err}") from err
+        raise TypeError(f"config must be plain JSON (numbers, strings, lists): {err}") from err
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -64,7 +64,8 @@ def artifact_path(name: str, config: Mapping[str, Any], folder: Path | None = No
     return (folder or cache_dir()) / f"{name}-{config_hash(config)[:16]}.pt"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -84,10 +85,10 @@ def save(path: Path, artifact: Any, config: Mapping[str, Any] | None = None) -> 
     torch.save(artifact, buffer)
     body = buffer.getvalue()
     digest = hashlib.sha256(body).hexdigest().encode()
-    _atomic_write_bytes(path, MAGIC + digest + b"\n" + body)
+    atomic_write_bytes(path, MAGIC + digest + b"\n" + body)
     if config is not None:
         text = json.dumps(dict(config), sort_keys=True, indent=2) + "\n"
-        _atomic_write_bytes(path.with_suffix(".json"), text.encode())
+        atomic_write_bytes(path.with_suffix(".json"), text.encode())
 
 
 def load(path: Path) -> Any:

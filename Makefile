@@ -27,7 +27,8 @@ install: $(STAMP) $(WIDGETS_JS)
 
 book: install
 	$(PYTHON) tools/scorecard.py
-	$(PYTHON) -m jupyter_book build . -W -n --keep-going
+	$(PYTHON) -c "import sys; from jupyter_book.cli.main import main; sys.exit(main())" \
+	  build . -W -n --keep-going
 
 lint: install
 	$(PYTHON) -m ruff check lib tests tools chapters

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import provenance  # noqa: E402
+
+from iclr22.cache import atomic_write_bytes  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT_S = 1200
@@ -131,14 +132,7 @@ def run_notebook(nb: Any, cwd: Path, env: dict[str, str],
 
 def write_notebook_atomic(nb: Any, path: Path) -> None:
     """Write ``nb`` next to ``path`` in a temporary file, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            nbformat.write(nb, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, nbformat.writes(nb).encode("utf-8"))
 
 
 def stamp_and_write(nb: Any, path: Path, probe: dict[str, Any], seconds: float,

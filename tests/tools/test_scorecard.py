@@ -70,3 +70,15 @@ def test_malformed_results_file_is_an_error(tmp_path):
                                            (187.4, "3 min 07 s")])
 def test_fmt_seconds(seconds, text):
     assert scorecard.fmt_seconds(seconds) == text
+
+
+def test_with_a_toc_only_listed_chapters_appear(tmp_path):
+    """Results of a chapter not (yet) in _toc.yml stay off the appendix pages."""
+    for name in ("cold_brew", "diva"):
+        (tmp_path / "chapters" / "x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "chapters" / "x" / f"{name}.ipynb").write_text("{}")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nchapters:\n  - file: chapters/x/cold_brew\n")
+    paths = scorecard.write_pages(FIXTURES, tmp_path / "out", root=tmp_path)
+    text = paths[0].read_text()
+    assert "cold_brew" in text and "diva" not in text

@@ -65,8 +65,9 @@ def test_iclr22_from_another_checkout_is_refused(book, chapter):
 
 def test_kernel_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    env = execute.kernel_env("full", tmp_path)
+    env = execute.kernel_env("full", tmp_path, tmp_path / "fresh-cache")
     assert "MPLBACKEND" not in env
+    assert env["ICLR22_CACHE"] == str(tmp_path / "fresh-cache")  # timed runs start cold
     assert env["ICLR22_PROFILE"] == "full" and env["ICLR22_RECORD"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["ICLR22_RESULTS_DIR"] == str(tmp_path.resolve() / "results")

@@ -113,7 +113,7 @@ def notebook_problems(path: Path, repo_root: Path, url: str | None) -> list[str]
     volatile = [f"volatile metadata: {v}; run `make execute` or clear it"
                 for v in provenance.volatile_metadata(nb)]
     return (stamp_problems(nb, repo_root) + output_problems(nb) + volatile
-            + colab_problems(nb, url))
+            + colab_problems(nb, url) + provenance.run_line_problems(nb))
 
 
 def toc_problems(repo_root: Path, notebooks: list[Path]) -> tuple[list[str], list[Path]]:

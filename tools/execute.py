@@ -158,6 +158,7 @@ def stamp_and_write(nb: Any, path: Path, probe: dict[str, Any], seconds: float,
         run_time_s=seconds, module_files=probe["modules"], repo_root=lib_root)
     provenance.strip_volatile(nb)
     provenance.set_stamp(nb, stamp)
+    provenance.set_run_line(nb, stamp)
     write_notebook_atomic(nb, path)
     return f"written, {len(stamp['modules'])} modules stamped"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,45 @@ def stale_reasons(nb: Mapping[str, Any], repo_root: str | Path) -> list[str]:
         elif file_sha256(path) != digest:
             reasons.append(f"module {rel} changed since the stamped run")
     return reasons
+
+
+#: The title cell's run line, filled from the stamp by execute.py and checked by
+#: check_notebooks.py: ``<!-- run -->full profile, 98 s on cpu (2 cores)<!-- /run -->``.
+RUN_LINE = re.compile(r"(<!-- run -->)(.*?)(<!-- /run -->)", re.DOTALL)
+
+
+def format_seconds(seconds: float) -> str:
+    """``97.8`` -> ``"98 s"``, ``189.1`` -> ``"3 min 9 s"``."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60} s"
+
+
+def run_line(stamp: Mapping[str, Any]) -> str:
+    """What the title cell says about the committed run, from its stamp."""
+    return (f"{stamp['profile']} profile, {format_seconds(float(stamp['run_time_s']))} "
+            f"on {stamp['device']}")
+
+
+def set_run_line(nb: dict[str, Any], stamp: Mapping[str, Any]) -> bool:
+    """Write :func:`run_line` between the run markers of the first markdown cell having them."""
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown" and RUN_LINE.search(_source(cell)):
+            cell["source"] = RUN_LINE.sub(lambda m: m.group(1) + run_line(stamp) + m.group(3),
+                                          _source(cell), count=1)
+            return True
+    return False
+
+
+def run_line_problems(nb: Mapping[str, Any]) -> list[str]:
+    """The run markers must exist and agree with the stamp."""
+    stamp = get_stamp(nb)
+    found = next((RUN_LINE.search(_source(c)) for c in nb["cells"]
+                  if c["cell_type"] == "markdown" and RUN_LINE.search(_source(c))), None)
+    if found is None:
+        return ["title cell has no run line (`<!-- run --><!-- /run -->`, filled by execute.py)"]
+    if stamp is not None and found.group(2) != run_line(stamp):
+        return [f"run line says {found.group(2)!r} but the stamp says {run_line(stamp)!r}"]
+    return []
 
 
 def volatile_metadata(nb: Mapping[str, Any]) -> list[str]:

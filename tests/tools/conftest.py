@@ -29,7 +29,10 @@ x = 1
 """
 
 
-def new_notebook(code: list[str], markdown: str = "# Title") -> nbformat.NotebookNode:
+TITLE = "# Title\n\nCommitted run: <!-- run --><!-- /run -->"
+
+
+def new_notebook(code: list[str], markdown: str = TITLE) -> nbformat.NotebookNode:
     """A notebook with one markdown cell then the given code cells."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -41,9 +44,11 @@ def new_notebook(code: list[str], markdown: str = "# Title") -> nbformat.Noteboo
 
 def stamp_notebook(nb, root: Path, modules: list[Path], profile: str = "full") -> None:
     """Stamp ``nb`` as if ``execute.py`` had run it with ``modules`` imported."""
-    provenance.set_stamp(nb, provenance.build_stamp(
+    stamp = provenance.build_stamp(
         nb, profile=profile, device="cpu (2 cores, x86_64)", torch="2.x", run_time_s=1.23,
-        module_files=modules, repo_root=root))
+        module_files=modules, repo_root=root)
+    provenance.set_stamp(nb, stamp)
+    provenance.set_run_line(nb, stamp)
 
 
 class FakeBook:

@@ -137,3 +137,30 @@ def test_main_reports_and_fails(book, capsys):
     out = capsys.readouterr().out
     assert "chapters/topic/chapter.ipynb: stale stamp" in out
     assert "1 problem(s) in 1 notebook(s)" in out
+
+
+def test_run_line_is_filled_from_the_stamp(book):
+    text = book.read().cells[0].source
+    assert "<!-- run -->full profile, 1 s on cpu (2 cores, x86_64)<!-- /run -->" in text
+
+
+def test_run_line_that_disagrees_with_the_stamp(book):
+    nb = book.read()
+    nb.cells[0].source = nb.cells[0].source.replace("1 s on", "36 s on")
+    book.save(nb, stamp=False)
+    assert "run line says 'full profile, 36 s on" in only_problem(book)
+
+
+def test_missing_run_line(book):
+    nb = book.read()
+    nb.cells[0].source = "# Title"
+    book.save(nb, stamp=False)
+    assert "has no run line" in only_problem(book)
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (59.4, "59 s"), (97.8, "1 min 38 s"),
+                                           (189.1, "3 min 9 s")])
+def test_format_seconds(seconds, text):
+    import provenance
+
+    assert provenance.format_seconds(seconds) == text

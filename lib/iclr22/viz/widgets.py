@@ -150,6 +150,9 @@ def explore(
     view = live_view(draw, values, label=label, initial=initial, figsize=figsize)
     book = flipbook(draw, values, figsize=figsize, dpi=dpi)
     if show:
+        display(HTML("<p><em>Live view: the slider redraws the figure in JupyterLab or Colab. "
+                     "In the static book page it needs a kernel; the flip-book below plays "
+                     "without one.</em></p>"))
         display(view)
         display(HTML("<p><em>Flip-book of the same figure over every slider value "
                      "(plays without a kernel):</em></p>"))

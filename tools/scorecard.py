@@ -128,10 +128,13 @@ def runtime_row(name: str, data: Mapping[str, Any], docs: Mapping[str, str]) -> 
 def runtimes_page(results: Mapping[str, Mapping[str, Any]], docs: Mapping[str, str]) -> str:
     """The Markdown text of ``runtimes.md``."""
     lines = [GENERATED, "", "# Run times", "",
-             "Wall time of each chapter's notebook as recorded by `make execute`, for the "
-             "**quick** profile (CI, at most 60 s on a 2-core CPU) and the **full** profile "
-             "(the rendered book, at most 5 min on a 2-core CPU), on CPU and, where someone "
-             "recorded one, on a GPU (CUDA). A dash means no such run is recorded.", ""]
+             "Wall time of each chapter's experiment as recorded by `make execute`: from the "
+             "kernel's first import of `iclr22` to the chapter's `results.record(...)` call "
+             "(kernel start-up and the widget cells after it are not included; the whole "
+             "notebook's time of the committed run is in each chapter's title line). Budgets "
+             "for the whole notebook: **quick** profile (CI) at most 60 s and **full** profile "
+             "(the rendered book) at most 5 min on a 2-core CPU. GPU columns hold runs on a GPU "
+             "(CUDA) where someone recorded one; a dash means no such run is recorded.", ""]
     if not results:
         lines.append(NO_RESULTS)
     else:

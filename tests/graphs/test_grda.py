@@ -111,6 +111,15 @@ def test_bayes_discriminator_on_separated_encodings_returns_the_graph():
     assert equilibrium_gap(torch.eye(3), torch.as_tensor(CHAIN3)) > 0.3
 
 
+def test_equilibrium_maths_follows_the_encodings_dtype():
+    """float64 encodings with an integer adjacency: no silent cast to float32."""
+    p = torch.eye(3, dtype=torch.float64)
+    cond = conditional_adjacency(p, torch.as_tensor(CHAIN3))
+    assert cond.dtype == torch.float64
+    torch.testing.assert_close(cond, torch.as_tensor(CHAIN3, dtype=torch.float64))
+    assert equilibrium_gap(p, torch.as_tensor(CHAIN3)).dtype == torch.float64
+
+
 def test_equilibrium_clique_aligns_everything():
     p = solve_equilibrium(CLIQUE4, n_values=6, steps=500)
     assert equilibrium_gap(p, torch.as_tensor(CLIQUE4)).item() < 1e-4

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import runtime
+from ..viz.projection import pca_basis
 
 __all__ = [
     "ColdBrewConfig", "DegreeSplit", "GCN", "GraphSAGE", "MLP", "StudentMLP", "TrainConfig",
@@ -861,16 +862,6 @@ def inference_cost(models: dict, num_query: int = 10_000, repeats: int = 3) -> d
 # --------------------------------------------------------------------------------------
 
 
-def _pca_basis(points: Tensor, dims: int = 2):
-    """Mean (D,) and top ``dims`` principal directions (D, dims) by an exact SVD, with the
-    sign of each direction fixed (largest-magnitude entry positive): deterministic."""
-    mean = points.mean(0)
-    _, _, vh = torch.linalg.svd(points - mean, full_matrices=False)
-    basis = vh[:dims].t()
-    signs = torch.sign(basis.gather(0, basis.abs().argmax(0, keepdim=True)))
-    return mean, basis * signs
-
-
 @torch.no_grad()
 def edge_removal_frames(models: dict, fractions=(0.0, 0.25, 0.5, 0.75, 1.0), seed: int = 0,
                         max_points: int = 1200) -> dict:
@@ -893,7 +884,7 @@ def edge_removal_frames(models: dict, fractions=(0.0, 0.25, 0.5, 0.75, 1.0), see
     rng = np.random.default_rng(seed)
     sample = test_idx[torch.as_tensor(np.sort(rng.permutation(len(test_idx))[:max_points]),
                                       device=device)]
-    mean, basis = _pca_basis(teacher.embeddings(x, models["adj"])[sample])
+    mean, basis = pca_basis(teacher.embeddings(x, models["adj"])[sample])
     student_logits = student(x, models["e_tilde"])
     student_xy = (student.xi1(x)[sample] - mean) @ basis
     edges = split.train_edges

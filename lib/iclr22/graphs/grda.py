@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from .. import runtime
 from ..data.dg_domains import DomainGraphData
+from ..viz.projection import pca_2d
 
 METHODS = ("so", "dann", "cdann", "adda", "mdd", "cida", "grda")
 METHOD_NAMES = {"so": "Source-only", "dann": "DANN", "cdann": "CDANN", "adda": "ADDA",
@@ -507,7 +508,7 @@ def conditional_adjacency(p_e_given_u: Tensor, adjacency: Tensor) -> Tensor:
     """
     joint = p_e_given_u / p_e_given_u.shape[0]                 # p(i, e)
     posterior = joint / joint.sum(0, keepdim=True).clamp_min(1e-12)   # p(i | e), (D, K)
-    return posterior.T @ adjacency.float() @ posterior
+    return posterior.T @ adjacency.to(posterior.dtype) @ posterior
 
 
 def equilibrium_gap(p_e_given_u: Tensor, adjacency: Tensor) -> Tensor:
@@ -582,13 +583,6 @@ def draw_domain_graph(ax, positions: np.ndarray, adjacency: np.ndarray, values: 
 def angle_positions(angle: np.ndarray) -> np.ndarray:
     """Layout of a DG graph: domain i at angle theta_i on the unit circle, (D, 2)."""
     return np.stack([np.cos(angle), np.sin(angle)], 1)
-
-
-def pca_2d(points: np.ndarray) -> np.ndarray:
-    """First two principal components of (N, h) points, (N, 2)."""
-    centred = points - points.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
 
 
 def draw_training_snapshot(fig, epoch: int, history: dict, data: DomainGraphData,

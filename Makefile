@@ -38,6 +38,7 @@ libtest: install
 
 check: install
 	$(PYTHON) tools/check_notebooks.py
+	$(PYTHON) tools/scorecard.py --check
 
 nbval: install
 	ICLR22_PROFILE=quick $(PYTHON) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \

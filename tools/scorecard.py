@@ -143,17 +143,28 @@ def runtimes_page(results: Mapping[str, Mapping[str, Any]], docs: Mapping[str, s
     return "\n".join(lines) + "\n"
 
 
-def write_pages(results_dir: Path, outdir: Path, root: Path = ROOT) -> list[Path]:
-    """Write both pages into ``outdir``; return their paths."""
+def render_pages(results_dir: Path, root: Path = ROOT) -> dict[str, str]:
+    """File name -> text of both appendix pages, from ``results_dir``."""
     results = load_all(results_dir) if results_dir.is_dir() else {}
     docs = chapter_docs(root)
     if (root / "_toc.yml").is_file():
         results = {name: data for name, data in results.items() if name in docs}
+    return {"scorecard.md": scorecard_page(results, docs),
+            "runtimes.md": runtimes_page(results, docs)}
+
+
+def stale_pages(results_dir: Path, outdir: Path, root: Path = ROOT) -> list[Path]:
+    """The pages in ``outdir`` that differ from what ``results_dir`` generates."""
+    return [outdir / name for name, text in render_pages(results_dir, root).items()
+            if not (outdir / name).is_file()
+            or (outdir / name).read_text(encoding="utf-8") != text]
+
+
+def write_pages(results_dir: Path, outdir: Path, root: Path = ROOT) -> list[Path]:
+    """Write both pages into ``outdir``; return their paths."""
     outdir.mkdir(parents=True, exist_ok=True)
-    pages = {"scorecard.md": scorecard_page(results, docs),
-             "runtimes.md": runtimes_page(results, docs)}
     paths = []
-    for filename, text in pages.items():
+    for filename, text in render_pages(results_dir, root).items():
         path = outdir / filename
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
@@ -162,12 +173,19 @@ def write_pages(results_dir: Path, outdir: Path, root: Path = ROOT) -> list[Path
 
 
 def main(argv: list[str]) -> int:
-    """Command line entry point."""
+    """Command line entry point; ``--check`` fails on committed pages that lag the results."""
+    check = "--check" in argv
+    argv = [a for a in argv if a != "--check"]
     if len(argv) > 2:
-        print("usage: scorecard.py [RESULTS_DIR] [OUTDIR]", file=sys.stderr)
+        print("usage: scorecard.py [--check] [RESULTS_DIR] [OUTDIR]", file=sys.stderr)
         return 2
     results_dir = Path(argv[0]) if argv else ROOT / "results"
     outdir = Path(argv[1]) if len(argv) > 1 else ROOT / "chapters" / "appendix"
+    if check:
+        stale = stale_pages(results_dir, outdir)
+        for path in stale:
+            print(f"{path}: out of date with results/; run `python tools/scorecard.py`")
+        return 1 if stale else 0
     for path in write_pages(results_dir, outdir):
         print(f"wrote {path}")
     return 0

@@ -82,3 +82,15 @@ def test_with_a_toc_only_listed_chapters_appear(tmp_path):
     paths = scorecard.write_pages(FIXTURES, tmp_path / "out", root=tmp_path)
     text = paths[0].read_text()
     assert "cold_brew" in text and "diva" not in text
+
+
+def test_check_flags_pages_that_lag_the_results(tmp_path):
+    (tmp_path / "chapters" / "graphs").mkdir(parents=True)
+    (tmp_path / "chapters" / "graphs" / "cold_brew.ipynb").write_text("{}")
+    out = tmp_path / "out"
+    assert scorecard.stale_pages(FIXTURES, out, root=tmp_path) == [out / "scorecard.md",
+                                                                   out / "runtimes.md"]
+    scorecard.write_pages(FIXTURES, out, root=tmp_path)
+    assert scorecard.stale_pages(FIXTURES, out, root=tmp_path) == []
+    (out / "runtimes.md").write_text("edited by hand\n")
+    assert scorecard.stale_pages(FIXTURES, out, root=tmp_path) == [out / "runtimes.md"]

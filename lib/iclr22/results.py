@@ -3,7 +3,8 @@
 Every chapter ends with::
 
     results.record("cold_brew", {"isolated_acc/student": 0.61, ...},
-                   paper={"isolated_acc/student": 0.696, ...})
+                   paper={"isolated_acc/student": 0.696, ...},
+                   claims=[claim_1, claim_2])     # iclr22.claims.Claim objects
 
 One JSON file per chapter keeps, for each (profile, device kind) run, the wall time and the
 metrics; the top-level ``metrics`` are those of the latest *full* run, which is what the
@@ -17,18 +18,19 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import claims as claims_module
 from . import runtime
 from .cache import atomic_write_bytes
 
 RECORD_VARIABLE = "ICLR22_RECORD"
 RESULTS_DIR_VARIABLE = "ICLR22_RESULTS_DIR"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def results_dir() -> Path:
@@ -64,6 +66,17 @@ def _check_chapter(chapter: str) -> None:
         raise ValueError(f"chapter must be a name like 'cold_brew', got {chapter!r}")
 
 
+def _check_claims(claims: Sequence[Any]) -> list[dict[str, Any]]:
+    entries = claims_module.as_dicts(claims)
+    problems = [p for entry in entries for p in claims_module.check_claim(entry)]
+    if problems:
+        raise ValueError("inconsistent claims: " + "; ".join(problems))
+    texts = [entry["text"] for entry in entries]
+    if len(set(texts)) != len(texts):
+        raise ValueError(f"claim texts must be unique within a chapter, got {texts}")
+    return entries
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to ``path`` through a temporary file and an atomic rename."""
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
@@ -76,6 +89,7 @@ def record(
     *,
     paper: Mapping[str, float] | None = None,
     settings: Mapping[str, Any] | None = None,
+    claims: Sequence[Any] = (),
     wall_time_s: float | None = None,
     write: bool | None = None,
 ) -> dict[str, Any]:
@@ -84,6 +98,8 @@ def record(
     metrics:  name -> number measured by this run (e.g. ``{"isolated_acc/student": 0.61}``).
     paper:    name -> the paper's number for the same metric where the paper reports one.
     settings: free-form description of the setting (dataset, sizes), stored as given.
+    claims:   :class:`iclr22.claims.Claim` objects (or their dicts); each is re-checked with
+              :func:`iclr22.claims.check_claim` before anything is written.
     wall_time_s: defaults to the time since ``iclr22`` was imported.
     write:    defaults to ``ICLR22_RECORD == "1"``.
     """
@@ -93,14 +109,19 @@ def record(
     unknown = set(reference) - set(measured)
     if unknown:
         raise ValueError(f"paper has metrics that this run did not measure: {sorted(unknown)}")
+    recorded_claims = _check_claims(claims)
     dev = runtime.device()
+    machine = runtime.machine()
     run = {
         "profile": runtime.profile(),
-        "device": runtime.device_name(dev),
+        "device": machine["device"],
         "device_kind": dev.type,
         "torch": torch.__version__,
+        "threads": machine["threads"],
+        "cpu_capability": machine["cpu_capability"],
         "wall_time_s": round(runtime.elapsed() if wall_time_s is None else wall_time_s, 2),
         "metrics": measured,
+        "claims": recorded_claims,
     }
     if write is None:
         write = os.environ.get(RECORD_VARIABLE) == "1"
@@ -115,9 +136,10 @@ def _merge_into_file(chapter: str, run: dict, paper: dict, settings: dict) -> No
     data["schema"] = SCHEMA_VERSION
     data["runs"][f"{run['profile']}-{run['device_kind']}"] = run
     if run["profile"] == "full":
-        data.update(metrics=run["metrics"], paper=paper, settings=settings,
-                    profile="full", device=run["device"], torch=run["torch"],
-                    wall_time_s=run["wall_time_s"])
+        data.update(metrics=run["metrics"], claims=run["claims"], paper=paper,
+                    settings=settings, profile="full", device=run["device"],
+                    torch=run["torch"], threads=run["threads"],
+                    cpu_capability=run["cpu_capability"], wall_time_s=run["wall_time_s"])
     write_json_atomic(path, data)
 
 

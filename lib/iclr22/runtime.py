@@ -98,6 +98,20 @@ def elapsed() -> float:
     return time.perf_counter() - START_TIME
 
 
+def machine() -> dict[str, object]:
+    """What a run's exact numbers depend on besides the seed: device, CPU kernels, threads.
+
+    Results repeat bit for bit only for the same seed, device, CPU capability (the SIMD
+    kernels torch dispatches to, e.g. ``AVX2``/``AVX512``) and torch thread count; on another
+    machine single numbers move and only verdicts over seeds should hold.
+    """
+    return {"device": device_name(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def banner() -> str:
-    """One line for a chapter's setup cell: profile, device, torch version."""
-    return f"profile={profile()}  device={device_name()}  torch={torch.__version__}"
+    """One line for a chapter's setup cell: profile, device, torch version, threads, CPU."""
+    m = machine()
+    return (f"profile={profile()}  device={m['device']}  torch={m['torch']}  "
+            f"threads={m['threads']}  cpu={m['cpu_capability']}")

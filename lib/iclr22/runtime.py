@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import time
+from collections.abc import Iterable
 from typing import TypeVar
 
 import numpy as np
@@ -108,6 +109,18 @@ def machine() -> dict[str, object]:
     return {"device": device_name(), "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def progress(iterable: Iterable[T], **kwargs) -> Iterable[T]:
+    """``iterable`` with a ``tqdm.auto`` progress bar in a live session.
+
+    The bar is off while ``tools/execute.py`` records a chapter (``ICLR22_RECORD=1``) and in
+    the quick profile (CI, nbval), so committed outputs carry no progress-bar noise.
+    """
+    from tqdm.auto import tqdm
+
+    quiet = os.environ.get("ICLR22_RECORD") == "1" or profile() == "quick"
+    return tqdm(iterable, disable=quiet or kwargs.pop("disable", False), **kwargs)
 
 
 def banner() -> str:

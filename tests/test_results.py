@@ -71,3 +71,79 @@ def test_load_all_reads_every_chapter(monkeypatch, tmp_path):
     results.record("one", {"a": 1.0})
     results.record("two", {"b": 2.0})
     assert sorted(results.load_all()) == ["one", "two"]
+
+
+# --- claims, units and the machine a run depends on ------------------------------------------
+
+def _claim(text="A beats B", ours=(3.0, 4.0, 5.0), baseline=(1.0, 2.0, 2.0)):
+    from iclr22 import claims
+
+    return claims.compare(text, list(ours), list(baseline), seeds=[0, 1, 2],
+                          names=("student", "gcn"), setting="fixture, 3 seeds",
+                          paper=claims.PaperValue(69.6, "Table 3", "Cora"), unit="points")
+
+
+def test_record_writes_claims_that_check_clean_after_reading(monkeypatch, tmp_path):
+    from iclr22 import claims
+
+    monkeypatch.setenv("ICLR22_RECORD", "1")
+    monkeypatch.setenv("ICLR22_PROFILE", "full")
+    results.record("demo", {"acc": 0.5}, claims=[_claim(), _claim("B loses to A").to_dict()])
+    data = results.load(tmp_path / "results" / "demo.json")
+    assert [c["text"] for c in data["claims"]] == ["A beats B", "B loses to A"]
+    assert data["claims"][0]["seeds"] == {"seed": [0, 1, 2], "student": [3.0, 4.0, 5.0],
+                                          "gcn": [1.0, 2.0, 2.0]}
+    assert data["claims"][0]["paper"]["source"] == "Table 3"
+    assert all(claims.check_claim(c) == [] for c in data["claims"])
+    (run,) = data["runs"].values()
+    assert run["claims"] == data["claims"]
+
+
+def test_inconsistent_claims_are_refused_before_anything_is_written(monkeypatch, tmp_path):
+    monkeypatch.setenv("ICLR22_RECORD", "1")
+    tampered = _claim().to_dict()
+    tampered["verdict"] = "not reproduced"
+    with pytest.raises(ValueError, match="inconsistent claims.*recorded verdict"):
+        results.record("demo", {"acc": 0.5}, claims=[tampered])
+    with pytest.raises(ValueError, match="unique"):
+        results.record("demo", {"acc": 0.5}, claims=[_claim(), _claim()])
+    assert not (tmp_path / "results").exists()
+
+
+def test_record_stores_threads_and_cpu_capability(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setenv("ICLR22_RECORD", "1")
+    monkeypatch.setenv("ICLR22_PROFILE", "full")
+    run = results.record("demo", {"acc": 0.5})
+    assert run["threads"] == torch.get_num_threads()
+    assert run["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    data = results.load(tmp_path / "results" / "demo.json")
+    assert data["threads"] == run["threads"] and data["cpu_capability"] == run["cpu_capability"]
+    assert data["torch"] == torch.__version__ and data["schema"] == results.SCHEMA_VERSION
+
+
+def test_units_and_better_are_optional_and_stored(monkeypatch, tmp_path):
+    monkeypatch.setenv("ICLR22_RECORD", "1")
+    monkeypatch.setenv("ICLR22_PROFILE", "full")
+    results.record("plain", {"acc": 0.5})
+    plain = results.load(tmp_path / "results" / "plain.json")
+    assert plain["units"] == {} and plain["better"] == {}
+    results.record("demo", {"acc": 50.0, "slowdown": 66.0},
+                   units={"acc": "% accuracy", "slowdown": "x (student time / teacher time)"},
+                   better={"acc": "higher", "slowdown": "lower"})
+    data = results.load(tmp_path / "results" / "demo.json")
+    assert data["units"]["slowdown"] == "x (student time / teacher time)"
+    assert data["better"] == {"acc": "higher", "slowdown": "lower"}
+
+
+@pytest.mark.parametrize("units, better, error", [
+    ({"other": "%"}, None, ValueError),
+    ({"acc": 3}, None, TypeError),
+    (None, {"acc": "bigger"}, ValueError),
+    (None, {"other": "higher"}, ValueError),
+    (["acc"], None, TypeError),
+])
+def test_bad_units_and_better_are_rejected(units, better, error):
+    with pytest.raises(error):
+        results.record("demo", {"acc": 1.0}, units=units, better=better)

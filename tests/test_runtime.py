@@ -80,3 +80,33 @@ def test_banner_names_profile_device_and_torch(monkeypatch):
     monkeypatch.setenv("ICLR22_PROFILE", "quick")
     text = runtime.banner()
     assert "profile=quick" in text and torch.__version__ in text and "device=" in text
+
+
+def test_machine_names_what_exact_numbers_depend_on():
+    m = runtime.machine()
+    assert m["threads"] == torch.get_num_threads() >= 1
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert m["torch"] == torch.__version__ and m["device"] == runtime.device_name()
+
+
+def test_banner_names_threads_and_cpu_capability():
+    text = runtime.banner()
+    assert f"threads={torch.get_num_threads()}" in text
+    assert f"cpu={torch.backends.cpu.get_cpu_capability()}" in text
+
+
+@pytest.mark.parametrize("profile, record, shown", [("full", None, True), ("quick", None, False),
+                                                    ("full", "1", False)])
+def test_progress_is_silent_while_recording_and_in_quick_runs(monkeypatch, profile, record,
+                                                              shown):
+    monkeypatch.setenv("ICLR22_PROFILE", profile)
+    if record:
+        monkeypatch.setenv("ICLR22_RECORD", record)
+    bar = runtime.progress(range(3), desc="epochs")
+    assert bar.disable is (not shown)  # read before iterating: tqdm disables a closed bar
+    assert list(bar) == [0, 1, 2]
+
+
+def test_progress_can_be_disabled_by_the_caller(monkeypatch):
+    monkeypatch.setenv("ICLR22_PROFILE", "full")
+    assert runtime.progress([1], disable=True).disable is True

@@ -7,8 +7,9 @@
 A full run executes the notebook with nbclient (kernel ``python3``, cwd = the notebook's
 folder, widget state stored) with ``ICLR22_PROFILE=full`` and ``ICLR22_RECORD=1``, so
 ``iclr22.results.record`` writes ``results/<chapter>.json``. A last probe, run in the same
-kernel and then removed, reports the device, the torch version and the file of every loaded
-``iclr22`` module; their sha256 and that of the code cells go into the provenance stamp
+kernel and then removed, reports the device, the torch version, the torch thread count, the
+CPU capability (``iclr22.runtime.machine()``) and the file of every loaded ``iclr22``
+module; these, the modules' sha256 and that of the code cells go into the provenance stamp
 (see ``provenance.py``). Volatile metadata is stripped and the notebook replaced atomically.
 If a cell fails, the notebook is left untouched and the failing cell is named.
 
@@ -45,9 +46,8 @@ import json as _json, sys as _sys
 _files = sorted({{getattr(_m, "__file__", None) or "" for _n, _m in list(_sys.modules.items())
                  if _n == "iclr22" or _n.startswith("iclr22.")}} - {{""}})
 from iclr22 import runtime as _runtime
-import torch as _torch
 print({PROBE_MARKER!r} + _json.dumps({{"modules": _files, "profile": _runtime.profile(),
-      "device": _runtime.device_name(), "torch": _torch.__version__}}))
+      **_runtime.machine()}}))
 """
 
 
@@ -64,6 +64,8 @@ class RunResult:
     ok: bool
     run_time_s: float = 0.0
     device: str = ""
+    threads: int = 0
+    cpu_capability: str = ""
     detail: str = ""
 
     def summary(self) -> str:
@@ -71,7 +73,8 @@ class RunResult:
         if not self.ok:
             return f"FAILED {self.path}  [{self.profile}]  {self.detail}"
         return (f"ok     {self.path}  [{self.profile}]  {self.run_time_s:.1f} s  "
-                f"on {self.device}  {self.detail}")
+                f"on {self.device}, {self.threads} threads, {self.cpu_capability}  "
+                f"{self.detail}")
 
 
 def kernel_env(profile: str, repo_root: Path, cache_dir: Path) -> dict[str, str]:
@@ -155,6 +158,7 @@ def stamp_and_write(nb: Any, path: Path, probe: dict[str, Any], seconds: float,
                                "run `pip install -e .` in this checkout")
     stamp = provenance.build_stamp(
         nb, profile=probe["profile"], device=probe["device"], torch=probe["torch"],
+        threads=probe["threads"], cpu_capability=probe["cpu_capability"],
         run_time_s=seconds, module_files=probe["modules"], repo_root=lib_root)
     provenance.strip_volatile(nb)
     provenance.set_stamp(nb, stamp)
@@ -186,7 +190,8 @@ def execute_notebook(path: str | Path, *, repo_root: str | Path = REPO_ROOT,
     except NotebookRunError as err:
         return RunResult(path, profile, ok=False, detail=f"{err} (notebook not written)")
     return RunResult(path, probe["profile"], ok=True, run_time_s=seconds,
-                     device=probe["device"], detail=detail)
+                     device=probe["device"], threads=probe["threads"],
+                     cpu_capability=probe["cpu_capability"], detail=detail)
 
 
 def rerun_reasons(path: Path, repo_root: Path) -> list[str]:

@@ -5,6 +5,7 @@
 
     metadata["iclr22"] = {
         "profile": "full", "device": "cpu (2 cores, x86_64)", "torch": "2.13.0",
+        "threads": 2, "cpu_capability": "AVX2",   # torch threads, SIMD kernels dispatched
         "run_time_s": 123.4,
         "code_sha256": "...",                      # code cells only, see code_sha256()
         "modules": {"lib/iclr22/runtime.py": "..."},  # every iclr22 module the run imported
@@ -12,6 +13,9 @@
     }
 
 No wall-clock date is stored, so re-running an unchanged chapter gives a small diff.
+Single numbers repeat exactly only for the same seed, device, CPU capability and thread
+count, so the stamp names all four; a stamp from before threads and CPU capability were
+recorded is reported stale (with that reason) until the chapter is re-executed.
 :func:`stale_reasons` recomputes the hashes and says why committed outputs no longer match
 the code that would produce them. ``tools/`` is not a package: the tools put their own folder
 on ``sys.path`` and ``import provenance``.
@@ -30,8 +34,10 @@ import yaml
 
 STAMP_KEY = "iclr22"
 EXECUTED_WITH = "tools/execute.py"
-STAMP_FIELDS = ("profile", "device", "torch", "run_time_s", "code_sha256", "modules",
-                "executed_with")
+STAMP_FIELDS = ("profile", "device", "torch", "threads", "cpu_capability", "run_time_s",
+                "code_sha256", "modules", "executed_with")
+#: Fields added to the stamp later: their absence means an older execute.py, not damage.
+MACHINE_FIELDS = ("threads", "cpu_capability")
 #: Cell metadata that changes on every run or view; never committed.
 VOLATILE_CELL_KEYS = ("execution", "ExecuteTime", "collapsed", "scrolled")
 #: The only notebook metadata a committed chapter may carry. ``jupytext`` is a deliberate
@@ -86,13 +92,20 @@ def module_hashes(files: Iterable[str | Path], repo_root: str | Path) -> dict[st
 
 
 def build_stamp(nb: Mapping[str, Any], *, profile: str, device: str, torch: str,
-                run_time_s: float, module_files: Iterable[str | Path],
-                repo_root: str | Path) -> dict[str, Any]:
-    """The provenance stamp of a run of ``nb`` (see the module docstring for its keys)."""
+                threads: int, cpu_capability: str, run_time_s: float,
+                module_files: Iterable[str | Path], repo_root: str | Path) -> dict[str, Any]:
+    """The provenance stamp of a run of ``nb`` (see the module docstring for its keys).
+
+    threads: ``torch.get_num_threads()`` in the kernel; cpu_capability:
+    ``torch.backends.cpu.get_cpu_capability()`` (e.g. ``"AVX2"``), both as
+    ``iclr22.runtime.machine()`` reports them.
+    """
     return {
         "profile": profile,
         "device": device,
         "torch": torch,
+        "threads": int(threads),
+        "cpu_capability": str(cpu_capability),
         "run_time_s": round(float(run_time_s), 1),
         "code_sha256": code_sha256(nb),
         "modules": module_hashes(module_files, repo_root),
@@ -121,6 +134,10 @@ def stale_reasons(nb: Mapping[str, Any], repo_root: str | Path) -> list[str]:
     if stamp is None:
         return [f"no provenance stamp (metadata.{STAMP_KEY}); run `make execute`"]
     missing = [f for f in STAMP_FIELDS if f not in stamp]
+    if missing and set(missing) <= set(MACHINE_FIELDS) and isinstance(stamp.get("modules"),
+                                                                      Mapping):
+        return [f"stamp from an older execute.py: it does not record {' and '.join(missing)} "
+                "(results repeat exactly only on the same threads and CPU capability)"]
     if missing or not isinstance(stamp.get("modules"), Mapping):
         return [f"malformed provenance stamp (missing or bad: {', '.join(missing) or 'modules'})"]
     reasons = []
@@ -136,7 +153,8 @@ def stale_reasons(nb: Mapping[str, Any], repo_root: str | Path) -> list[str]:
 
 
 #: The title cell's run line, filled from the stamp by execute.py and checked by
-#: check_notebooks.py: ``<!-- run -->full profile, 98 s on cpu (2 cores)<!-- /run -->``.
+#: check_notebooks.py:
+#: ``<!-- run -->full profile, 98 s on cpu (2 cores, x86_64), 2 threads, AVX2<!-- /run -->``.
 RUN_LINE = re.compile(r"(<!-- run -->)(.*?)(<!-- /run -->)", re.DOTALL)
 
 
@@ -147,9 +165,18 @@ def format_seconds(seconds: float) -> str:
 
 
 def run_line(stamp: Mapping[str, Any]) -> str:
-    """What the title cell says about the committed run, from its stamp."""
-    return (f"{stamp['profile']} profile, {format_seconds(float(stamp['run_time_s']))} "
+    """What the title cell says about the committed run, from its stamp.
+
+    An older stamp without threads and CPU capability gives the older, shorter line.
+    """
+    line = (f"{stamp['profile']} profile, {format_seconds(float(stamp['run_time_s']))} "
             f"on {stamp['device']}")
+    if "threads" in stamp:
+        threads = int(stamp["threads"])
+        line += f", {threads} thread{'s' if threads != 1 else ''}"
+    if stamp.get("cpu_capability"):
+        line += f", {stamp['cpu_capability']}"
+    return line
 
 
 def set_run_line(nb: dict[str, Any], stamp: Mapping[str, Any]) -> bool:

@@ -111,9 +111,14 @@ class Claim:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: ``text, verdict, seeds, ours, paper, setting`` and the rest."""
+        """The JSON form: ``text, verdict, seeds, ours, paper, setting`` and the rest.
+
+        ``sides`` names the per-seed lists of ``seeds`` in statistic order (ours first):
+        the results files are written with sorted keys, which would lose that order.
+        """
         out = asdict(self)
         out["seeds"] = {"seed": list(self.seeds), **{k: list(v) for k, v in self.values.items()}}
+        out["sides"] = list(self.values)
         del out["values"]
         return out
 
@@ -288,6 +293,15 @@ REQUIRED_KEYS = ("text", "verdict", "seeds", "ours", "paper", "setting", "kind",
                  "threshold", "statistic")
 
 
+def _sides(entry: Mapping[str, Any]) -> list[str]:
+    """Names of the per-seed lists in statistic order: ``sides``, else parsed from
+    ``statistic`` (``"a - b"``, ``"a / b"`` or ``"a"``); never the (sorted) key order."""
+    if "sides" in entry:
+        return list(entry["sides"])
+    op = {"difference": " - ", "ratio": " / "}.get(entry["kind"])
+    return entry["statistic"].split(op, 1) if op else [entry["statistic"]]
+
+
 def check_claim(entry: Mapping[str, Any]) -> list[str]:
     """Problems with one recorded claim (empty when it is consistent).
 
@@ -300,16 +314,17 @@ def check_claim(entry: Mapping[str, Any]) -> list[str]:
     name = entry["text"]
     if entry["verdict"] not in VERDICTS:
         return [f"claim {name!r}: verdict {entry['verdict']!r} is not one of {VERDICTS}"]
-    sides = [k for k in entry["seeds"] if k != "seed"]
     try:
+        sides = _sides(entry)
         ours = entry["seeds"][sides[0]]
         baseline = entry["seeds"][sides[1]] if len(sides) > 1 else None
         d = per_seed_statistic(entry["kind"], ours, baseline)
         _check_seeds(entry["seeds"]["seed"], d.size)
-    except (ValueError, KeyError, IndexError) as err:
+        _check_better(entry["better"])
+        threshold = float(entry["threshold"])
+        raw = math.log(threshold) if entry["kind"] == "ratio" else threshold
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
         return [f"claim {name!r}: per-seed values unusable ({err})"]
-    threshold = float(entry["threshold"])
-    raw = math.log(threshold) if entry["kind"] == "ratio" else threshold
     _, low, high = t_interval(d)
     problems = []
     expected = verdict(low, high, raw, entry["better"])
@@ -349,6 +364,8 @@ def describe_ours(entry: Mapping[str, Any]) -> str:
     ours, unit = entry["ours"], entry.get("unit", "")
     sign = "+" if entry["kind"] == "difference" and ours["mean"] > 0 else ""
     prefix = "×" if entry["kind"] == "ratio" else ""
+    if prefix and unit.strip().lower() in ("x", "×", "times"):
+        unit = ""  # "×2.03", not "×2.03 x"
     return (f"{prefix}{sign}{_fmt(ours['mean'], unit)} [{ours['low']:.3g}, {ours['high']:.3g}]"
             f", {ours['num_seeds']} seeds")
 

@@ -2,8 +2,10 @@
 
 Every chapter ends with::
 
-    results.record("cold_brew", {"isolated_acc/student": 0.61, ...},
-                   paper={"isolated_acc/student": 0.696, ...},
+    results.record("cold_brew", {"isolated_acc/student": 61.0, ...},
+                   paper={"isolated_acc/student": 69.62, ...},
+                   units={"isolated_acc/student": "% accuracy"},     # optional
+                   better={"isolated_acc/student": "higher"},        # optional
                    claims=[claim_1, claim_2])     # iclr22.claims.Claim objects
 
 One JSON file per chapter keeps, for each (profile, device kind) run, the wall time and the
@@ -66,6 +68,24 @@ def _check_chapter(chapter: str) -> None:
         raise ValueError(f"chapter must be a name like 'cold_brew', got {chapter!r}")
 
 
+def _check_labels(name: str, labels: Mapping[str, str] | None, measured: Mapping[str, float],
+                  allowed: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Per-metric ``units`` or ``better`` labels: strings, for measured metrics only."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise TypeError(f"{name} must be a mapping of metric name to text, got {type(labels)}")
+    unknown = sorted(set(labels) - set(measured))
+    if unknown:
+        raise ValueError(f"{name} has metrics that this run did not measure: {unknown}")
+    for key, value in labels.items():
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{name}[{key!r}] must be a non-empty string, got {value!r}")
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"{name}[{key!r}] must be one of {allowed}, got {value!r}")
+    return dict(labels)
+
+
 def _check_claims(claims: Sequence[Any]) -> list[dict[str, Any]]:
     entries = claims_module.as_dicts(claims)
     problems = [p for entry in entries for p in claims_module.check_claim(entry)]
@@ -90,6 +110,8 @@ def record(
     paper: Mapping[str, float] | None = None,
     settings: Mapping[str, Any] | None = None,
     claims: Sequence[Any] = (),
+    units: Mapping[str, str] | None = None,
+    better: Mapping[str, str] | None = None,
     wall_time_s: float | None = None,
     write: bool | None = None,
 ) -> dict[str, Any]:
@@ -100,6 +122,9 @@ def record(
     settings: free-form description of the setting (dataset, sizes), stored as given.
     claims:   :class:`iclr22.claims.Claim` objects (or their dicts); each is re-checked with
               :func:`iclr22.claims.check_claim` before anything is written.
+    units:    optional name -> unit of a metric (``"% accuracy"``, ``"s per 10k nodes"``,
+              ``"x (student time / teacher time)"``), shown on the appendix scorecard.
+    better:   optional name -> ``"higher"`` or ``"lower"`` (which way is better).
     wall_time_s: defaults to the time since ``iclr22`` was imported.
     write:    defaults to ``ICLR22_RECORD == "1"``.
     """
@@ -109,6 +134,8 @@ def record(
     unknown = set(reference) - set(measured)
     if unknown:
         raise ValueError(f"paper has metrics that this run did not measure: {sorted(unknown)}")
+    labels = {"units": _check_labels("units", units, measured),
+              "better": _check_labels("better", better, measured, ("higher", "lower"))}
     recorded_claims = _check_claims(claims)
     dev = runtime.device()
     machine = runtime.machine()
@@ -126,11 +153,12 @@ def record(
     if write is None:
         write = os.environ.get(RECORD_VARIABLE) == "1"
     if write:
-        _merge_into_file(chapter, run, reference, dict(settings or {}))
+        _merge_into_file(chapter, run, reference, dict(settings or {}), labels)
     return run
 
 
-def _merge_into_file(chapter: str, run: dict, paper: dict, settings: dict) -> None:
+def _merge_into_file(chapter: str, run: dict, paper: dict, settings: dict,
+                     labels: dict[str, dict[str, str]]) -> None:
     path = results_dir() / f"{chapter}.json"
     data = load(path) if path.exists() else {"chapter": chapter, "runs": {}}
     data["schema"] = SCHEMA_VERSION
@@ -139,7 +167,8 @@ def _merge_into_file(chapter: str, run: dict, paper: dict, settings: dict) -> No
         data.update(metrics=run["metrics"], claims=run["claims"], paper=paper,
                     settings=settings, profile="full", device=run["device"],
                     torch=run["torch"], threads=run["threads"],
-                    cpu_capability=run["cpu_capability"], wall_time_s=run["wall_time_s"])
+                    cpu_capability=run["cpu_capability"], wall_time_s=run["wall_time_s"],
+                    **labels)
     write_json_atomic(path, data)
 
 

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def chapter(book, make_notebook) -> Path:
     """The fake book's chapter, replaced by a 2-cell notebook that imports iclr22.runtime."""
-    nb = make_notebook(["from iclr22 import runtime", "print(runtime.profile())"])
+    nb = make_notebook([book.setup, "print(runtime.profile())"])
     nb.metadata["colab"] = {"provenance": []}  # volatile: execute.py must drop it
     nbformat.write(nb, book.chapter)
     return book.chapter
@@ -30,6 +30,11 @@ def test_full_run_stamps_and_writes(book, chapter):
     assert nb.cells[2].outputs[0]["text"] == "full\n"
     stamp = provenance.get_stamp(nb)
     assert stamp["profile"] == "full" and stamp["device"].startswith(("cpu", "cuda"))
+    import torch
+
+    assert stamp["threads"] == torch.get_num_threads()  # the kernel's, same machine
+    assert stamp["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"{stamp['threads']} threads, {stamp['cpu_capability']}" in nb.cells[0].source
     assert {"lib/iclr22/__init__.py", "lib/iclr22/runtime.py"} <= set(stamp["modules"])
     assert stamp["run_time_s"] > 0 and "ok" in result.summary()
     assert provenance.stale_reasons(nb, REPO_ROOT) == []

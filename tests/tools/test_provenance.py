@@ -91,3 +91,22 @@ def test_toc_entries_and_resolution(book):
     assert provenance.resolve_toc_entry(book.root, "chapters/intro").name == "intro.md"
     assert provenance.resolve_toc_entry(book.root, "chapters/topic/chapter") == book.chapter
     assert provenance.resolve_toc_entry(book.root, "chapters/missing") is None
+
+
+def test_stamp_records_threads_and_cpu_capability(book):
+    stamp = provenance.get_stamp(book.read())
+    assert stamp["threads"] == 2 and stamp["cpu_capability"] == "AVX2"
+    assert provenance.run_line(stamp) == ("full profile, 1 s on cpu (2 cores, x86_64), "
+                                          "2 threads, AVX2")
+    assert provenance.run_line({**stamp, "threads": 1}).endswith(", 1 thread, AVX2")
+
+
+def test_stamp_from_before_threads_were_recorded_is_stale_with_its_reason(book):
+    nb = book.read()
+    old = {k: v for k, v in provenance.get_stamp(nb).items()
+           if k not in provenance.MACHINE_FIELDS}
+    provenance.set_stamp(nb, old)
+    (reason,) = provenance.stale_reasons(nb, book.root)
+    assert reason.startswith("stamp from an older execute.py: it does not record threads "
+                             "and cpu_capability")
+    assert provenance.run_line(old) == "full profile, 1 s on cpu (2 cores, x86_64)"  # readable

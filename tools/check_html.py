@@ -2,9 +2,15 @@
 
 Each page is served by its own ``http.server`` on 127.0.0.1 (a free port, in a thread, every
 request logged with its status), loaded by ``chromium --headless --dump-dom`` with a fresh
-profile, at most two pages at a time. Chromium is told to use that same server as its HTTP
-proxy, so any request to a host other than 127.0.0.1 arrives there as a proxy request, is
-refused and logged. A page fails, and the script exits 1 naming it and the reason, when:
+profile, at most two pages at a time, once at desktop width (1280 px) and once at phone
+width (420 px). Chromium is told to use that same server as its HTTP proxy, so any request
+to a host other than 127.0.0.1 arrives there as a proxy request, is refused and logged. The
+server adds a small probe script (:data:`PROBE_JS`) at the top of every HTML page it serves:
+it records JavaScript errors (uncaught exceptions, unhandled promise rejections,
+``console.error``) and, once the page and its maths have rendered, the display equations
+whose content lies outside what the reader can see or scroll to; its report is written into
+the DOM that Chromium dumps. A page fails, and the script exits 1 naming it and the reason,
+when:
 
 - its rendered text contains a Python traceback (``Traceback (most recent call last)``),
   or an error output block (class ``traceback``) was rendered;
@@ -13,7 +19,18 @@ refused and logged. A page fails, and the script exits 1 naming it and the reaso
 - a saved widget view (``<script type="application/vnd.jupyter.widget-view+json">``) was
   not rendered by the html-manager (no non-empty ``div.widget-subarea`` just before it, or
   only the html-manager's error box, e.g. for a widget module that is not built in);
-- the page requested anything from a non-local host (a CDN, fonts, analytics).
+- the page requested anything from a non-local host (a CDN, fonts, analytics);
+- a JavaScript error was raised or logged (e.g. a script declared twice, a widget manager
+  calling an API that is not there);
+- a display equation loses part of itself at 420 px or 1280 px: content left of its
+  scroll container (which no scrolling reaches) or cut off by an ``overflow: hidden`` box;
+- a rendered saved widget has live-looking controls (an enabled slider, button, text box):
+  without a kernel they change nothing, so the book must show the flip-book instead or
+  disable them;
+- the chapter's setup cell (the Colab install) shows its code, a code cell holding only
+  imports shows its code unfolded (tag it ``hide-input``), or a ``hide-input`` cell has no
+  working fold (its code not inside a closed ``<details>`` toggle);
+- an ``<img>`` has no alt text or only its file name as alt text.
 """
 
 from __future__ import annotations
@@ -43,6 +60,8 @@ CHROMIUM_FLAGS = [
     "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,Translate,MediaRouter",
     "--virtual-time-budget=15000", "--dump-dom",
 ]
+#: (name, Chromium window size) of each pass over every page.
+WIDTHS = (("desktop", "1280,1000"), ("phone", "420,900"))
 # Chromium's own background services still call these hosts whatever the flags; a book page
 # has no reason to, so requests to them are not blamed on the page.
 BROWSER_SERVICE_HOSTS = {
@@ -54,8 +73,101 @@ SKIP_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 IGNORED_404 = {"/favicon.ico"}
 TRACEBACK_TEXT = "Traceback (most recent call last)"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+SETUP_CELL_TEXT = '"google.colab" in sys.modules'
 PAGE_TIMEOUT_S = 60
 WORKERS = 2
+REPORT_ID = "check-html-report"
+#: Controls a saved widget must not offer live (the html-manager's DOM for ipywidgets 8).
+LIVE_CONTROLS = ("input:not([disabled])", "select:not([disabled])",
+                 "textarea:not([disabled])", "button:not([disabled])",
+                 ".noUi-target:not([disabled])")
+
+#: Injected first into every served page; see the module docstring. Its report is a JSON
+#: object {"errors": [...], "clipped": [...], "measured": bool} in <script id=REPORT_ID>.
+PROBE_JS = """
+(function () {
+  var report = {errors: [], clipped: [], measured: false};
+  function write() {
+    if (!document.body) { return; }
+    var el = document.getElementById("__REPORT_ID__");
+    if (!el) {
+      el = document.createElement("script");
+      el.type = "application/json"; el.id = "__REPORT_ID__";
+      document.body.appendChild(el);
+    }
+    el.textContent = JSON.stringify(report);
+  }
+  function add(message) { report.errors.push(String(message).slice(0, 300)); write(); }
+  window.addEventListener("error", function (event) {
+    if (!(event instanceof ErrorEvent)) { return; }  /* failed loads are 404s, logged apart */
+    var where = event.filename ? " (" + event.filename.split("/").pop().split("?")[0] +
+      ":" + event.lineno + ")" : "";
+    add((event.message || "script error") + where);
+  }, true);
+  window.addEventListener("unhandledrejection", function (event) {
+    var reason = event.reason;
+    add("unhandled promise rejection: " + (reason && reason.message ? reason.message : reason));
+  });
+  var consoleError = console.error;
+  console.error = function () {
+    add("console.error: " + Array.prototype.map.call(arguments, String).join(" "));
+    return consoleError.apply(console, arguments);
+  };
+  function extent(el) {
+    var box = el.getBoundingClientRect(), left = box.left, right = box.right;
+    el.querySelectorAll("*").forEach(function (child) {
+      var r = child.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0) {
+        left = Math.min(left, r.left); right = Math.max(right, r.right);
+      }
+    });
+    return {left: left, right: right};
+  }
+  /* Walk up from the equation through every box that clips (overflow other than visible).
+     Content left of such a box is lost (scrolling starts at its left edge); content right
+     of a hidden/clip box is lost; a scrolling box holds what is right of its edge, so
+     outer boxes then only need to hold the scrolling box itself. */
+  function lostParts(eq) {
+    var shown = extent(eq), lostLeft = 0, lostRight = 0;
+    for (var node = eq; node; node = node.parentElement) {
+      var overflow = getComputedStyle(node).overflowX;
+      if (overflow === "visible") { continue; }
+      var box = node.getBoundingClientRect();
+      lostLeft = Math.max(lostLeft, box.left - shown.left);
+      if (/hidden|clip/.test(overflow)) {
+        lostRight = Math.max(lostRight, shown.right - box.right);
+      }
+      if (/auto|scroll/.test(overflow)) { shown = {left: box.left, right: box.right}; }
+    }
+    lostLeft = Math.max(lostLeft, -shown.left);  /* the page itself cannot scroll left */
+    var lost = [];
+    if (lostLeft > 1) { lost.push(Math.round(lostLeft) + " px on the left"); }
+    if (lostRight > 1) { lost.push(Math.round(lostRight) + " px on the right"); }
+    return lost;
+  }
+  function measure() {
+    report.clipped = [];
+    var equations = document.querySelectorAll('mjx-container[display="true"]');
+    if (!equations.length) { equations = document.querySelectorAll("div.math"); }
+    equations.forEach(function (eq, index) {
+      var lost = lostParts(eq);
+      if (lost.length) {
+        var text = (eq.getAttribute("aria-label") || eq.textContent || "").trim();
+        report.clipped.push("equation " + (index + 1) + " (" + text.slice(0, 40) +
+                            ") loses " + lost.join(" and "));
+      }
+    });
+    report.measured = true;
+    write();
+  }
+  window.addEventListener("load", function () {
+    write();
+    var mathjax = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
+    var ready = mathjax ? mathjax : Promise.resolve();
+    ready.then(function () { setTimeout(measure, 1500); }, function () { measure(); });
+  });
+})();
+""".replace("__REPORT_ID__", REPORT_ID)
 
 
 @dataclass
@@ -81,15 +193,39 @@ class RequestLog:
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Static file handler that logs every request and refuses to proxy to other hosts."""
+    """Static file handler that logs every request, refuses to proxy to other hosts and
+    adds :data:`PROBE_JS` to every HTML page."""
 
     log: RequestLog  # set per server by `serve`
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         if self.path.startswith(("http://", "https://")):
             self.refuse_external(self.path)
+        elif urlsplit(self.path).path.endswith(".html"):
+            self.send_probed_page()
         else:
             super().do_GET()
+
+    def send_probed_page(self) -> None:
+        """The HTML file with the probe script as the first thing in its ``<head>``."""
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404, "File not found")
+            return
+        page = path.read_text(encoding="utf-8", errors="replace")
+        probe = f"<script>{PROBE_JS}</script>"
+        head = page.lower().find("<head")
+        if head >= 0:
+            end = page.find(">", head) + 1
+            page = page[:end] + probe + page[end:]
+        else:
+            page = probe + page
+        body = page.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_CONNECT(self) -> None:  # noqa: N802
         self.refuse_external(f"https://{self.path}")
@@ -109,13 +245,21 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         """Silence the default stderr access log; requests go to `self.log`."""
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """Does not print a traceback when Chromium closes a connection early (a page is done)."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Server:
     """A ThreadingHTTPServer for ``root`` on a free 127.0.0.1 port, run in a thread."""
 
     def __init__(self, root: Path) -> None:
         self.log = RequestLog()
         handler = type("PageHandler", (Handler,), {"log": self.log})
-        self.httpd = http.server.ThreadingHTTPServer(
+        self.httpd = QuietServer(
             ("127.0.0.1", 0), partial(handler, directory=str(root)))
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -138,10 +282,11 @@ def find_chromium() -> str:
     raise SystemExit("check_html: no chromium found (Debian: apt install chromium)")
 
 
-def render(chromium: str, url: str, proxy_port: int) -> str:
+def render(chromium: str, url: str, proxy_port: int, window: str = WIDTHS[0][1]) -> str:
     """The DOM of ``url`` after scripts ran, as dumped by headless Chromium."""
     with tempfile.TemporaryDirectory(prefix="check-html-profile-") as profile:
         cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+               f"--window-size={window}",
                f"--proxy-server=http://127.0.0.1:{proxy_port}", url]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=PAGE_TIMEOUT_S)
     if result.returncode != 0 or "<html" not in result.stdout:
@@ -204,13 +349,94 @@ def view_model_id(view: Tag) -> str:
 
 
 def widget_problems(soup: BeautifulSoup) -> list[str]:
-    """Saved widget views that did not render."""
+    """Saved widget views that did not render, or that rendered with live-looking controls."""
     views = soup.find_all("script", attrs={"type": WIDGET_VIEW})
+    problems = []
     missing = [v for v in views if not widget_rendered(v)]
-    if not missing:
+    if missing:
+        ids = ", ".join(view_model_id(v) for v in missing)
+        problems.append(f"{len(missing)} of {len(views)} saved widget(s) did not render "
+                        f"(model ids: {ids})")
+    dead = [v for v in views if widget_rendered(v)
+            and v.find_previous_sibling(True).select_one(", ".join(LIVE_CONTROLS))]
+    if dead:
+        ids = ", ".join(view_model_id(v) for v in dead)
+        problems.append(f"{len(dead)} saved widget(s) show live-looking controls that do "
+                        f"nothing without a kernel (model ids: {ids}): show the flip-book "
+                        "(iclr22.viz.explore) or disable the controls")
+    return problems
+
+
+def probe_report(soup: BeautifulSoup) -> dict | None:
+    """The probe's JSON report from the dumped DOM (None when the probe never wrote one)."""
+    script = soup.find("script", id=REPORT_ID)
+    if script is None:
+        return None
+    try:
+        return json.loads(script.get_text())
+    except ValueError:
+        return None
+
+
+def probe_problems(soup: BeautifulSoup, width: str) -> list[str]:
+    """JavaScript errors and clipped equations the probe saw at one window width."""
+    report = probe_report(soup)
+    if report is None:
+        return [f"at {width} width the page's load event never came (no probe report)"]
+    problems = [f"JavaScript error: {message}" for message in report.get("errors", [])]
+    problems += [f"at {width} width {clip}" for clip in report.get("clipped", [])]
+    if not report.get("measured"):
+        problems.append(f"at {width} width the equations were never measured "
+                        "(MathJax did not finish)")
+    return problems
+
+
+def _code_lines(cell_input: Tag) -> list[str]:
+    pre = cell_input.find("pre")
+    text = pre.get_text() if pre else cell_input.get_text()
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _only_imports(lines: list[str]) -> bool:
+    code = [line for line in lines if not line.lstrip().startswith("#")]
+    return bool(code) and all(line.lstrip().startswith(("import ", "from ")) and
+                              not line.startswith((" ", "\t")) for line in code)
+
+
+def code_cell_problems(soup: BeautifulSoup) -> list[str]:
+    """Setup and import-only cells whose code shows, and hide-input cells with no fold."""
+    problems = []
+    for cell in soup.select("div.cell"):
+        cell_input = cell.select_one("div.cell_input")
+        if cell_input is None:
+            continue
+        folded = cell_input.find_parent("details") is not None
+        lines = _code_lines(cell_input)
+        if "tag_hide-input" in cell.get("class", []):
+            details = cell_input.find_parent("details")
+            if details is None or details.has_attr("open") or details.find("summary") is None:
+                problems.append("a hide-input cell has no closed fold (<details>) around its code")
+        elif any(SETUP_CELL_TEXT in line for line in lines) and not folded:
+            problems.append("the setup cell shows its code: tag it remove-input")
+        elif _only_imports(lines) and not folded:
+            problems.append(f"an import-only cell shows its code ({lines[0].strip()!r}...): "
+                            "tag it hide-input")
+    return sorted(set(problems))
+
+
+def alt_text_problems(soup: BeautifulSoup) -> list[str]:
+    """Images whose alt text is missing or only the image's file name."""
+    bad = []
+    for img in soup.find_all("img"):
+        src, alt = (img.get("src") or ""), (img.get("alt") or "").strip()
+        name = unquote(urlsplit(src).path).rsplit("/", 1)[-1] if not src.startswith("data:") \
+            else ""
+        if not alt or alt == src or (name and alt.rsplit("/", 1)[-1] == name):
+            bad.append(name or "a data: image")
+    if not bad:
         return []
-    ids = ", ".join(view_model_id(v) for v in missing)
-    return [f"{len(missing)} of {len(views)} saved widget(s) did not render (model ids: {ids})"]
+    return [f"{len(bad)} image(s) without meaningful alt text (alt is empty or the file "
+            f"name: {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"]
 
 
 def request_problems(log: RequestLog) -> list[str]:
@@ -224,20 +450,31 @@ def request_problems(log: RequestLog) -> list[str]:
     return sorted(set(problems))
 
 
-def check_page(chromium: str, root: Path, page: Path) -> tuple[Path, list[str], int]:
-    """Render one page; return it, its problems and the number of requests it made."""
+def check_page(chromium: str, root: Path, page: Path,
+               widths: tuple[tuple[str, str], ...] = WIDTHS) -> tuple[Path, list[str], int]:
+    """Render one page at each width; return it, its problems and the requests it made.
+
+    The DOM checks run on the first width's render, the probe's checks on every width's."""
     rel = page.relative_to(root).as_posix()
+    problems: list[str] = []
     with Server(root) as server:
         url = f"http://127.0.0.1:{server.port}/{rel}"
-        try:
-            dom = render(chromium, url, server.port)
-        except (RuntimeError, subprocess.TimeoutExpired) as err:
-            return page, [f"could not render: {err}"], len(server.log.requests)
+        for width, window in widths:
+            try:
+                dom = render(chromium, url, server.port, window)
+            except (RuntimeError, subprocess.TimeoutExpired) as err:
+                return page, [f"could not render at {width} width: {err}"], \
+                    len(server.log.requests)
+            soup = BeautifulSoup(dom, "html.parser")
+            if width == widths[0][0]:
+                problems += (traceback_problems(soup) + image_problems(soup, root, url)
+                             + alt_text_problems(soup) + widget_problems(soup)
+                             + code_cell_problems(soup))
+            problems += probe_problems(soup, width)
         time.sleep(0.05)  # let the server threads finish logging the last responses
-    soup = BeautifulSoup(dom, "html.parser")
-    problems = (traceback_problems(soup) + image_problems(soup, root, url)
-                + widget_problems(soup) + request_problems(server.log))
-    return page, problems, len(server.log.requests)
+    problems += request_problems(server.log)
+    # the same JavaScript error at both widths is one problem
+    return page, list(dict.fromkeys(problems)), len(server.log.requests)
 
 
 def pages_to_check(root: Path) -> list[Path]:
@@ -251,11 +488,12 @@ def pages_to_check(root: Path) -> list[Path]:
     return pages
 
 
-def check_all(root: Path, pages: list[Path]) -> list[tuple[str, list[str], int]]:
+def check_all(root: Path, pages: list[Path], widths: tuple[tuple[str, str], ...] = WIDTHS,
+              ) -> list[tuple[str, list[str], int]]:
     """(page relative to ``root``, problems, number of requests) of each page, 2 at a time."""
     chromium = find_chromium()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        results = pool.map(partial(check_page, chromium, root), pages)
+        results = pool.map(partial(check_page, chromium, root, widths=widths), pages)
         return [(page.relative_to(root).as_posix(), problems, n) for page, problems, n in results]
 
 

@@ -8,7 +8,11 @@ the files a page needs into ``OUTDIR/iclr22-js/``:
 - ``require.js``               AMD loader that ``embed-amd.js`` needs;
 - ``widgets-config.js``        tells require.js where the html-manager's fonts live;
 - ``html-manager/``            ``embed-amd.js`` (with the base, controls and output widgets
-                               built in) and the font files its CSS refers to;
+                               built in) and the font files its CSS refers to; its maths
+                               typesetting calls are rewritten from the MathJax 2 API
+                               (``MathJax.Hub.Queue``, absent in MathJax 3, which threw
+                               "Cannot read properties of undefined (reading 'Queue')" on
+                               every widget page) to MathJax 3's ``typesetPromise``;
 - ``mathjax/``                 ``tex-chtml.js`` and its CHTML fonts, for ``$...$`` maths.
 
 ``OUTDIR`` is listed in ``html_static_path`` by ``_config.yml`` (so Sphinx copies it to
@@ -64,11 +68,27 @@ def npm_install(prefix: Path) -> Path:
     return prefix / "node_modules"
 
 
+# html-manager 1.x typesets widget labels with MathJax 2; the book loads MathJax 3.
+MATHJAX2_CALL = 'MathJax.Hub.Queue(["Typeset",MathJax.Hub,e])'
+MATHJAX3_CALL = ("(MathJax.typesetPromise&&MathJax.startup.promise.then(function(){"
+                 "return MathJax.typesetPromise([e])}).catch(function(){}))")
+
+
+def patch_mathjax3(source: str) -> str:
+    """``embed-amd.js`` with every MathJax 2 typeset call rewritten for MathJax 3."""
+    count = source.count(MATHJAX2_CALL)
+    if count == 0 or "MathJax.Hub" in source.replace(MATHJAX2_CALL, ""):
+        raise SystemExit("pack_widgets_js: embed-amd.js does not call MathJax.Hub as expected; "
+                         "update patch_mathjax3 for this html-manager version")
+    return source.replace(MATHJAX2_CALL, MATHJAX3_CALL)
+
+
 def copy_html_manager(modules: Path, dest: Path) -> None:
-    """Copy ``embed-amd.js`` and the fonts its CSS refers to (not the source maps)."""
+    """Copy ``embed-amd.js`` (patched for MathJax 3) and the fonts its CSS refers to."""
     dist = modules / "@jupyter-widgets" / "html-manager" / "dist"
     dest.mkdir(parents=True)
-    shutil.copy2(dist / "embed-amd.js", dest / "embed-amd.js")
+    source = (dist / "embed-amd.js").read_text(encoding="utf-8")
+    (dest / "embed-amd.js").write_text(patch_mathjax3(source), encoding="utf-8")
     for path in dist.iterdir():
         if path.suffix in FONT_SUFFIXES:
             shutil.copy2(path, dest / path.name)

@@ -28,6 +28,8 @@ from .files import checked_file
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 INSTALL_HINT = "apt-get install wordnet-base"
+#: Debian packages this loader reads; iclr22.colab.install_data installs them in Colab.
+DEBIAN_PACKAGES = ("wordnet-base",)
 
 #: sha256 of the files of Debian wordnet-base 1:3.0-37.
 SHA256 = {
@@ -91,6 +93,11 @@ class WordNetGraph:
     def degrees(self) -> np.ndarray:
         """(N,) number of distinct neighbours of each node."""
         return np.bincount(self.edges.ravel(), minlength=self.num_nodes)
+
+    @property
+    def edge_index(self) -> np.ndarray:
+        """(2, 2E) int64, PyG-style: every undirected edge in both directions."""
+        return np.concatenate([self.edges.T, self.edges[:, ::-1].T], axis=1)
 
 
 def wordnet_file(pos: str = "verb", path: str | Path | None = None) -> Path:

@@ -43,3 +43,15 @@ def test_bad_input(tmp_path, test_split):
         class_subset(test_split, (3, 3), 5, seed=0)
     with pytest.raises(ValueError, match="asked for"):
         class_subset(test_split, (3,), 5000, seed=0)
+    with pytest.raises(ValueError, match="num_per_class must be >= 1"):
+        class_subset(test_split, (3,), 0, seed=0)
+
+
+def test_class_subset_keeps_every_image_with_none(test_split):
+    x, y = class_subset(test_split, (1, 8), None, seed=0)
+    assert x.shape == (2000, 28, 28) and np.bincount(y).tolist() == [1000, 1000]
+
+
+def test_declares_its_debian_package():
+    from iclr22.data import fashion_mnist
+    assert fashion_mnist.DEBIAN_PACKAGES == ("dataset-fashion-mnist",)

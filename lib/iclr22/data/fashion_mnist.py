@@ -22,6 +22,8 @@ from .files import checked_file
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
+#: Debian packages this loader reads; iclr22.colab.install_data installs them in Colab.
+DEBIAN_PACKAGES = ("dataset-fashion-mnist",)
 
 #: sha256 of the four files of the Debian package.
 SHA256 = {
@@ -77,26 +79,26 @@ def load_fashion_mnist(split: str = "train", root: str | Path = FASHION_MNIST_DI
     return FashionMNIST(images=images, labels=labels)
 
 
-def class_subset(data: FashionMNIST, classes: tuple[int, ...] | list[int], n_per_class: int | None,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+def class_subset(data: FashionMNIST, classes: tuple[int, ...] | list[int],
+                 num_per_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A class-balanced random subset, labels re-indexed ``0..len(classes)-1``.
 
     Returns images (M, 28, 28) float32 in [0, 1] and labels (M,) int64, shuffled with
-    ``seed``. ``n_per_class=None`` keeps every image of the chosen classes.
+    ``seed``. ``num_per_class=None`` keeps every image of the chosen classes.
     """
     classes = list(classes)
     if not classes or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
         raise ValueError(f"classes must be distinct integers in 0..9, got {classes}")
-    if n_per_class is not None and n_per_class < 1:
-        raise ValueError(f"n_per_class must be >= 1 or None, got {n_per_class}")
+    if num_per_class is not None and num_per_class < 1:
+        raise ValueError(f"num_per_class must be >= 1 or None, got {num_per_class}")
     rng = np.random.default_rng(seed)
     picked = []
     for c in classes:
         idx = np.flatnonzero(data.labels == c)
-        if n_per_class is not None:
-            if n_per_class > len(idx):
-                raise ValueError(f"class {c} has {len(idx)} images, asked for {n_per_class}")
-            idx = rng.choice(idx, size=n_per_class, replace=False)
+        if num_per_class is not None:
+            if num_per_class > len(idx):
+                raise ValueError(f"class {c} has {len(idx)} images, asked for {num_per_class}")
+            idx = rng.choice(idx, size=num_per_class, replace=False)
         picked.append(idx)
     order = rng.permutation(np.concatenate(picked))
     remap = {c: k for k, c in enumerate(classes)}

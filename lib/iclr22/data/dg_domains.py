@@ -31,19 +31,20 @@ same distribution, not the authors' graphs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-#: recipe constants per benchmark: (n_domains, theta_max, radius slope, edge threshold, seed)
+#: recipe constants per benchmark: (num_domains, theta_max, radius slope, edge threshold, seed)
 RECIPES = {
-    "DG-15": dict(n_domains=15, theta_max=np.pi, slope=0.6, threshold=0.2, seed=233),
-    "DG-60": dict(n_domains=60, theta_max=2 * np.pi, slope=6 / (2 * np.pi), threshold=0.2,
+    "DG-15": dict(num_domains=15, theta_max=np.pi, slope=0.6, threshold=0.2, seed=233),
+    "DG-60": dict(num_domains=60, theta_max=2 * np.pi, slope=6 / (2 * np.pi), threshold=0.2,
                   seed=233),
 }
 POINTS_PER_CLASS = 50
 DRAWS_PER_CLASS = 300
-N_SOURCE = 6
+NUM_SOURCE = 6
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,13 @@ class DomainGraphData:
     angle: np.ndarray | None = None
 
     @property
-    def n_domains(self) -> int:
+    def num_domains(self) -> int:
         return self.adjacency.shape[0]
 
     @property
     def target(self) -> np.ndarray:
         """Sorted ids of the unlabelled (target) domains."""
-        return np.setdiff1d(np.arange(self.n_domains), self.source)
+        return np.setdiff1d(np.arange(self.num_domains), self.source)
 
 
 def _truncated_blob(rng: np.random.Generator, mean: np.ndarray) -> np.ndarray:
@@ -109,7 +110,7 @@ def make_dg(name: str = "DG-15", seed: int | None = None) -> DomainGraphData:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     rng = np.random.default_rng(seed)
-    n = recipe["n_domains"]
+    n = recipe["num_domains"]
     angle = rng.random(n) * recipe["theta_max"]
     xs, ys = [], []
     for theta in angle:
@@ -126,7 +127,7 @@ def make_dg(name: str = "DG-15", seed: int | None = None) -> DomainGraphData:
         y=np.concatenate(ys).astype(np.int64),
         domain=np.repeat(np.arange(n), 2 * POINTS_PER_CLASS).astype(np.int64),
         adjacency=adjacency,
-        source=np.sort(np.argsort(angle)[:N_SOURCE]).astype(np.int64),
+        source=np.sort(np.argsort(angle)[:NUM_SOURCE]).astype(np.int64),
         names=tuple(str(i) for i in range(n)),
         angle=angle,
     )
@@ -139,10 +140,23 @@ def bayes_accuracy(data: DomainGraphData) -> np.ndarray:
     :func:`make_dg` are recovered from nothing, so we classify by the sign of the projection
     on the direction between the two class means of each domain.
     """
-    acc = np.empty(data.n_domains)
-    for d in range(data.n_domains):
+    acc = np.empty(data.num_domains)
+    for d in range(data.num_domains):
         x, y = data.x[data.domain == d], data.y[data.domain == d]
         direction = x[y == 0].mean(0) - x[y == 1].mean(0)
         middle = (x[y == 0].mean(0) + x[y == 1].mean(0)) / 2
         acc[d] = np.mean(((x - middle) @ direction < 0) == (y == 1))
     return acc
+
+
+def summary_table(datasets: Mapping[str, DomainGraphData]):
+    """One column per dataset: domains, points per domain, edges, sources, targets, and the
+    smallest per-domain accuracy of each domain's own boundary (:func:`bayes_accuracy`)."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {
+        "domains": d.num_domains, "points per domain": int(np.bincount(d.domain)[0]),
+        "edges": int(d.adjacency.sum() // 2), "source domains": " ".join(map(str, d.source)),
+        "target domains": len(d.target),
+        "own-boundary accuracy (min over domains)": float(bayes_accuracy(d).min())}
+        for name, d in datasets.items()})

@@ -36,8 +36,8 @@ SHA256 = {
     "states48.gal": "08ee593424c543ac39a1279374d37eef4819625ca953771ecd9d16db505d3b9f",
     "us48.shp": "041a6f67137b217a048238a8c2d6badfc3dcebfde4f98cbd923b409e25e30a28",
 }
-N_STATES = 48
-N_EDGES = 107
+NUM_STATES = 48
+NUM_EDGES = 107
 SPLITS = ("E->W", "N->S")
 
 
@@ -59,7 +59,7 @@ def load_income() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
 def load_adjacency() -> np.ndarray:
     """(48, 48) 0/1 rook contiguity from ``states48.gal`` (rows = CSV rows), symmetric."""
     lines = _file("states48.gal").read_text().strip().split("\n")[1:]
-    adjacency = np.zeros((N_STATES, N_STATES), dtype=np.int64)
+    adjacency = np.zeros((NUM_STATES, NUM_STATES), dtype=np.int64)
     for head, neighbours in zip(lines[0::2], lines[1::2], strict=True):
         adjacency[int(head.split()[0]), [int(j) for j in neighbours.split()]] = 1
     return np.maximum(adjacency, adjacency.T)
@@ -111,9 +111,9 @@ def make_income_task(split: str = "E->W", history: int = 6, horizon: int = 3) ->
         name=f"US income {split}",
         x=(x / scale).astype(np.float32),
         y=(y / scale).astype(np.float32),
-        domain=np.repeat(np.arange(N_STATES), n_windows).astype(np.int64),
+        domain=np.repeat(np.arange(NUM_STATES), n_windows).astype(np.int64),
         adjacency=load_adjacency(),
-        source=np.sort(order[: N_STATES // 2]).astype(np.int64),
+        source=np.sort(order[: NUM_STATES // 2]).astype(np.int64),
         names=tuple(names),
         angle=None,
     )

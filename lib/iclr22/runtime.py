@@ -111,6 +111,29 @@ def machine() -> dict[str, object]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def synchronize() -> None:
+    """Wait for queued CUDA kernels (a no-op on CPU), so that a timer measures their work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs,
+    under ``torch.no_grad()`` and with CUDA synchronised around every run."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    times = []
+    with torch.no_grad():
+        for index in range(warmup + repeats):
+            synchronize()
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            if index >= warmup:
+                times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def progress(iterable: Iterable[T], **kwargs) -> Iterable[T]:
     """``iterable`` with a ``tqdm.auto`` progress bar in a live session.
 

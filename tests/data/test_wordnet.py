@@ -62,3 +62,11 @@ def test_tfidf_is_fitted_on_training_nodes_only():
 
 def test_licence_notice_is_kept():
     assert "Princeton University" in wn.LICENCE_NOTICE
+
+
+def test_edge_index_is_pyg_style_both_directions():
+    graph = wn.load_wordnet_verbs()
+    edge_index = graph.edge_index
+    assert edge_index.shape == (2, 2 * len(graph.edges))
+    pairs = set(map(tuple, edge_index.T.tolist()))
+    assert all((j, i) in pairs for i, j in graph.edges[:100].tolist())

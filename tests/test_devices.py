@@ -19,6 +19,7 @@ from iclr22.data.dg_domains import DomainGraphData
 from iclr22.dataopt import diva as D
 from iclr22.graphs import cold_brew as cb
 from iclr22.graphs import grda
+from iclr22.nn import gcn_propagation, mean_propagation
 
 CPU = torch.device("cpu")
 DEVICES = [pytest.param("cpu", id="cpu"),
@@ -57,46 +58,46 @@ def test_cold_brew_on_device(dev):
     device = torch.device(dev)
     x, labels, edges = _toy_graph()
     n = len(labels)
-    # closed forms: the propagation matrices and label propagation match the CPU
-    adj = cb.normalized_adjacency(edges, n, device)
-    adj_mean = cb.mean_adjacency(edges, n, device)
-    assert _on(adj.coo, device) and _on(adj.cols, device) and _on(adj.cols_t, device)
-    assert _on(adj_mean.coo, device)
-    torch.testing.assert_close(adj.to_dense().cpu(),
-                               cb.normalized_adjacency(edges, n, CPU).to_dense())
-    torch.testing.assert_close(adj_mean.to_dense().cpu(),
-                               cb.mean_adjacency(edges, n, CPU).to_dense())
+    edge_index = torch.as_tensor(edges.T.copy()).long()
+    # closed forms: the propagation operators and label propagation match the CPU
+    prop = gcn_propagation(edge_index, n, device)
+    prop_mean = mean_propagation(edge_index, n, device)
+    assert _on(prop.edge_index, device) and _on(prop.matrix.coo, device)
+    assert _on(prop.matrix.cols_t, device) and _on(prop_mean.matrix.coo, device)
+    torch.testing.assert_close(prop.to_dense().cpu(), gcn_propagation(edge_index, n).to_dense())
+    torch.testing.assert_close(prop_mean.to_dense().cpu(),
+                               mean_propagation(edge_index, n).to_dense())
     w = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close((adj @ w.to(device)).cpu(), adj.to_dense().cpu() @ w,
+    torch.testing.assert_close((prop @ w.to(device)).cpu(), prop.to_dense().cpu() @ w,
                                rtol=1e-5, atol=1e-6)
     train_idx = torch.arange(0, n, 2)
-    lp = cb.label_propagation(adj, labels.to(device), train_idx.to(device), 3, 0.8, 10)
+    lp = cb.label_propagation(prop, labels.to(device), train_idx.to(device), 3, 0.8, 10)
     assert _on(lp, device) and _finite(lp)
-    lp_cpu = cb.label_propagation(cb.normalized_adjacency(edges, n, CPU), labels, train_idx,
-                                  3, 0.8, 10)
+    lp_cpu = cb.label_propagation(gcn_propagation(edge_index, n), labels, train_idx, 3, 0.8, 10)
     torch.testing.assert_close(lp.cpu(), lp_cpu, rtol=1e-5, atol=1e-6)
 
     # a few epochs of the whole method: every model and tensor it keeps is on the device
     config = cb.ColdBrewConfig(hidden=16, student_hidden=16, mlp_hidden=16).with_epochs(10)
-    run = cb.run_cold_brew(x, labels, edges, config, seed=0, baselines=("GCN", "MLP"),
+    run = cb.run_cold_brew(x, labels, edge_index, config, seed=0, baselines=("GCN", "MLP"),
                            device=device, keep=True)
-    models = run["models"]
-    for name in ("GCN", "MLP", "GCN+SE (teacher)", "Cold Brew student"):
-        assert _params_on(models[name], device), name
-    for name in ("x", "labels", "teacher_emb", "e_tilde", "train_idx", "val_idx", "test_idx"):
-        assert _on(models[name], device), name
-    assert _on(models["adj"].coo, device)
-    assert all(_on(idx, device) for idx in models["groups"].values())
-    assert _finite(models["teacher_emb"]) and _finite(models["e_tilde"])
-    student = models["Cold Brew student"]
+    models = run.models
+    for name, model in (*models.baselines.items(), ("teacher", models.teacher),
+                        ("student", models.student)):
+        assert _params_on(model, device), name
+    problem = models.problem
+    for name in ("labels", "train_idx", "val_idx", "test_idx"):
+        assert _on(getattr(problem, name), device), name
+    assert _on(models.teacher_emb, device) and _on(models.student_extra, device)
+    assert all(_on(idx, device) for idx in problem.groups.values())
+    assert _finite(models.teacher_emb) and _finite(models.student_extra)
     with torch.no_grad():
-        logits = student(models["x"])                 # features alone, no graph
+        logits = models.student(problem.x, models.student_extra)   # no graph at inference
     assert _on(logits, device) and logits.shape == (n, 3) and _finite(logits)
-    for model_name, per_group in run["acc"].items():
+    for model_name, per_group in run.accuracy.items():
         overall = per_group["overall"]
         assert math.isfinite(overall) and 0.0 <= overall <= 1.0, model_name
     # better than chance (the teacher; 10 epochs leave the student too noisy on 18 nodes)
-    assert run["acc"]["GCN+SE (teacher)"]["overall"] > 1 / 3 + 0.2
+    assert run.accuracy["GCN+SE (teacher)"]["overall"] > 1 / 3 + 0.2
 
 
 # ---- GRDA -----------------------------------------------------------------------------------

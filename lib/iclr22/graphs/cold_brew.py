@@ -1196,6 +1196,24 @@ def headline_metrics(runs: SeedRuns, costs: Sequence[InferenceCost]) -> dict[str
     return out
 
 
+#: Unit and better direction of each recorded metric family (the name before "/"); FCR has
+#: no better direction (it describes how much the graph adds, not a score).
+METRIC_LABELS = {
+    **{f"{group}_acc": ("% test accuracy", "higher") for group in GROUPS},
+    "fcr_percent": ("% (FCR, eq. 5)", None),
+    "inference_ms_per_1000": ("ms per batch of 1,000 query nodes", "lower"),
+    "inference": ("recall of the exact top-K by IVF search", "higher"),
+}
+
+
+def metric_labels(metrics: dict[str, float]) -> tuple[dict[str, str], dict[str, str]]:
+    """``units`` and ``better`` for ``results.record``, by metric family (METRIC_LABELS)."""
+    labels = {k: METRIC_LABELS[k.split("/")[0]] for k in metrics
+              if k.split("/")[0] in METRIC_LABELS}
+    return ({k: unit for k, (unit, _) in labels.items()},
+            {k: way for k, (_, way) in labels.items() if way is not None})
+
+
 def paper_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """The paper's value of every recorded metric it reports (Cora, Tables 10 and 2)."""
     return {k: v.value for k, v in PAPER.items() if k in metrics}

@@ -981,6 +981,14 @@ def chapter_metrics(benchmarks: Mapping[str, Mapping[str, MethodScores]],
     return metrics, paper
 
 
+def chapter_labels(metrics: Mapping[str, float]) -> tuple[dict[str, str], dict[str, str]]:
+    """``units`` and ``better`` of :func:`chapter_metrics`' keys for ``results.record``."""
+    units = {k: "% target accuracy" if "_target_acc_" in k else "MSE on target domains"
+             for k in metrics}
+    better = {k: "higher" if "_target_acc_" in k else "lower" for k in metrics}
+    return units, better
+
+
 # ----------------------------------------------------------------------------- theory check
 
 def conditional_adjacency(p_e_given_u: Tensor, adjacency: Tensor) -> Tensor:

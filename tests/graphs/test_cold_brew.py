@@ -279,6 +279,22 @@ def test_inference_cost_runs_and_reports_units():
     assert 20 <= cost.fetched_nodes <= 100
 
 
+def test_trained_ivf_check_probing_every_list_is_exact():
+    x, labels, edge_index = _toy_graph(120)
+    run = cb.run_cold_brew(x, labels, edge_index, TINY, baselines=(), device=CPU, keep=True)
+    full = cb.trained_ivf_check(run.models, num_lists=2, num_probe=2)   # every list probed
+    assert full.recall == pytest.approx(1.0) and full.agreement == pytest.approx(1.0)
+    assert full.num_query == len(run.models.problem.test_idx)
+    assert run.models.student.search is None                            # restored
+    runs = cb.SeedRuns(seeds=[0], metrics={"overall_acc/gcn": [50.0]}, first=run,
+                       seconds=[1.0])
+    metrics = cb.headline_metrics(runs, [], full)
+    assert metrics["inference/ivf_recall_trained@verbs"] == pytest.approx(1.0)
+    assert metrics["ivf_agreement/trained@verbs"] == pytest.approx(1.0)
+    units, better = cb.metric_labels(metrics)
+    assert set(units) == set(metrics) and better["ivf_agreement/trained@verbs"] == "higher"
+
+
 def test_widget_frames_and_draw_headless():
     from functools import partial
 

@@ -159,7 +159,8 @@ def test_every_family_maps_images_to_five_factors(name, size):
     if isinstance(model, g.BetaVAE):
         logits, mu, logvar = model(x)
         assert logits.shape == x.shape and mu.shape == logvar.shape == (3, 10)
-        readout = g.VAEReadout(model, g.MLP(10, 8, 5, num_hidden=1, dropout=0.0))
+        readout = g.VAEReadout(model, g.MLP(10, 8, 5, num_hidden=1, dropout=0.0),
+                               torch.zeros(10), torch.ones(10))
         assert readout(x).shape == (3, 5)
     else:
         out = model(x)
@@ -220,10 +221,18 @@ def test_one_seed_scores_every_split_and_family_and_draws():
     assert g.r2_table(bench).shape == (len(g.MODELS), 4 + 5 + 1)
     keys = g.widget_keys(bench)
     assert len(keys) == 20
-    fig = plt.figure(figsize=(9, 3.2))
+    fig = plt.figure(figsize=(7, 3.2))
     g.draw_frame(fig, keys[-1], bench)
     assert len(fig.axes) == 3
     plt.close(fig)
+    # the recorded flip-book (the chapter's figsize and dpi) stays under the book's size limit
+    from functools import partial
+
+    from iclr22 import viz
+    book_keys = g.widget_keys(bench, flipbook=True)
+    assert len(book_keys) == 8 and all(" · MLP" not in k for k in book_keys)
+    viz.flipbook(partial(g.draw_frame, bench=bench), book_keys, figsize=(7, 3.2), dpi=40,
+                 alt="the chapter's widget, recorded")
 
 
 def test_dot_diagram_of_extrapolation():
@@ -275,3 +284,29 @@ def test_random_split_is_learnt(quick_bench):
         assert r2[3] > 0.7 and r2[4] > 0.7, r2
         extrapolated = quick_bench.factor_r2(model, "extrapolation").mean(axis=0)
         assert (extrapolated[3:] < r2[3:] - 0.2).all(), extrapolated
+
+
+def test_beta_vae_kl_warmup_rises_linearly_from_zero(monkeypatch):
+    weights = []
+    real = g.beta_vae_loss
+
+    def spy(logits, x, mu, logvar, beta):
+        weights.append(beta)
+        return real(logits, x, mu, logvar, beta)
+
+    monkeypatch.setattr(g, "beta_vae_loss", spy)
+    x = torch.rand(40, 1, 32, 32)
+    g.fit_beta_vae(g.build_model("beta-VAE + readout", 32), x, epochs=3, batch_size=10,
+                   lr=1e-3, beta=4.0, seed=0, device=torch.device("cpu"), warmup_epochs=2)
+    assert len(weights) == 12                                  # 3 epochs x 4 batches
+    np.testing.assert_allclose(weights[:8], 4.0 * np.arange(8) / 8)
+    assert weights[8:] == [4.0] * 4
+
+
+def test_vae_readout_standardises_with_training_statistics():
+    vae = g.build_model("beta-VAE + readout", 32)
+    readout = g.VAEReadout(vae, torch.nn.Identity(), torch.full((10,), 2.0),
+                           torch.full((10,), 4.0))
+    x = torch.rand(2, 1, 32, 32)
+    mu, _ = vae.encode(x)
+    torch.testing.assert_close(readout(x), (mu - 2.0) / 4.0)

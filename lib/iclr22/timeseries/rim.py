@@ -87,6 +87,7 @@ from scipy.optimize import minimize
 from torch import Tensor, nn
 
 from .. import claims, runtime
+from .. import train as train_lib
 from ..data.movielens import Interactions, load_movielens_100k
 from . import item_cf
 
@@ -434,7 +435,24 @@ def fit_gru(split: TemporalSplit, config: GRUConfig = GRUConfig(), seed: int = 0
     train = _token_batches([sequences[i] for i in perm[num_val:]], config.batch_size)
     val = _token_batches([sequences[i] for i in perm[:num_val]], 256)
     model = GRURecommender(split.num_items, config.hidden, config.dropout).to(device)
-    return model, _fit_minibatch(model, train, val, config, generator, device)
+    fit = train_lib.fit_minibatches(
+        model, lambda: [train[i] for i in torch.randperm(len(train), generator=generator)],
+        lambda batch: _mean_nll(model, batch, device),
+        train_lib.TrainConfig(epochs=config.epochs, lr=config.lr,
+                              weight_decay=config.weight_decay, patience=config.patience),
+        val_score=lambda: -_mean_nll_of(model, val, device), desc="GRU epochs")
+    return model, GRUFit(fit.best_epoch, fit.best_score)
+
+
+def _mean_nll(model: GRURecommender, batch: tuple[Tensor, Tensor], device) -> Tensor:
+    loss, count = _nll(model, batch, device)
+    return loss / count
+
+
+def _mean_nll_of(model: GRURecommender, batches: list, device) -> float:
+    """Next-item negative log-likelihood per target token over ``batches``."""
+    total = [_nll(model, batch, device) for batch in batches]
+    return sum(float(t) for t, _ in total) / sum(c for _, c in total)
 
 
 def gru_relevance(model: GRURecommender, split: TemporalSplit, max_len: int,
@@ -455,36 +473,6 @@ def gru_relevance(model: GRURecommender, split: TemporalSplit, max_len: int,
             final = logits[torch.arange(len(seqs), device=device), last]  # (B, I)
             out[start:start + len(seqs)] = torch.softmax(final.double(), 1).cpu().numpy()
     return out
-
-
-# --- generic: mini-batch Adam with the best validation epoch ----------------------------------
-# iclr22.train's loops are full batch (one step per epoch); a sequence model over users
-# needs mini-batches, so this loop lives here until a shared mini-batch loop exists.
-
-
-def _fit_minibatch(model: nn.Module, train: list, val: list, config: GRUConfig,
-                   generator: torch.Generator, device) -> GRUFit:
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    best, best_state, best_epoch = -math.inf, None, 0
-    for epoch in runtime.progress(range(config.epochs), desc="GRU epochs", leave=False):
-        model.train()
-        for index in torch.randperm(len(train), generator=generator).tolist():
-            loss, count = _nll(model, train[index], device)
-            opt.zero_grad()
-            (loss / count).backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            total = [_nll(model, batch, device) for batch in val]
-        score = -sum(float(t) for t, _ in total) / sum(c for _, c in total)
-        if score > best:
-            best, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= config.patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return GRUFit(best_epoch, best)
 
 
 # --- ItemRec, UserRec and their metrics -------------------------------------------------------

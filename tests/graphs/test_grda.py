@@ -5,6 +5,7 @@ determinism, bad input, and the DG-15 claims at quick size over three data draws
 import dataclasses
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -320,6 +321,89 @@ def test_claims_need_paired_runs():
               for m, seeds, v in (("grda", [0, 1], [90.0, 95.0]), ("so", [0, 2], [50.0, 55.0]))}
     with pytest.raises(ValueError, match="paired"):
         grda.beats_claims(scores, ["so"], paper_prefix="DG-15", setting="test")
+
+
+def test_cached_runs_equal_trained_runs_and_are_read_back():
+    """run_cached trains each run once, stores it keyed by data and config, reads it back."""
+    draws = [tiny_data(seed=s) for s in (0, 1)]
+    small = dict(hidden=8, batch_size=4, sample_v=4)
+    trained = grda.run_methods(draws, [0, 1], ["so", "grda"], "DG-15", epochs=2, device=CPU,
+                               **small)
+    first = grda.run_cached(draws, [0, 1], ["so", "grda"], "DG-15", epochs=2, device=CPU,
+                            **small)
+    again = grda.run_cached(draws, [0, 1], ["so", "grda"], "DG-15", epochs=2, device=CPU,
+                            **small)
+    for method in ("so", "grda"):
+        np.testing.assert_array_equal(first[method].per_domain, trained[method].per_domain)
+        np.testing.assert_array_equal(again[method].target, trained[method].target)
+        assert (first[method].from_cache, again[method].from_cache) == (0, 2)
+        assert again[method].seconds == first[method].seconds > 0
+    assert "4 read back" in grda.cache_summary(again, 2)
+    # another config, another draw or another seed is another key: trained, not read back
+    other = grda.run_cached(draws[:1], [0], ["so"], "DG-15", epochs=3, device=CPU, **small)
+    moved = grda.run_cached(draws[::-1], [0, 1], ["so"], "DG-15", epochs=2, device=CPU,
+                            **small)
+    assert other["so"].from_cache == moved["so"].from_cache == 0
+
+
+def test_cache_key_covers_data_and_config():
+    data, config = make_dg("DG-15"), grda.cpu_config("grda", "DG-15", epochs=2)
+    key = grda.cached_run_key(data, config, CPU)
+    assert key == grda.cached_run_key(make_dg("DG-15"), config, CPU)
+    assert key != grda.cached_run_key(make_dg("DG-15", seed=1), config, CPU)
+    assert key != grda.cached_run_key(data, dataclasses.replace(config, lr=0.5), CPU)
+    assert key != grda.cached_run_key(data, dataclasses.replace(config, seed=1), CPU)
+    assert key["version"] == grda.CACHE_VERSION
+
+
+def test_run_plan_runs_each_method_on_its_first_draws():
+    draws = [tiny_data(seed=s) for s in (0, 1, 2)]
+    small = dict(hidden=8, batch_size=4, sample_v=4)
+    plan = grda.run_plan(draws, [0, 1, 2], {"grda": 2, "so": 2, "dann": 1}, "DG-15", epochs=1,
+                         device=CPU, **small)
+    assert {m: len(s.target) for m, s in plan.items()} == {"grda": 2, "so": 2, "dann": 1}
+    assert plan["dann"].datasets == draws[:1] and plan["grda"].seeds == [0, 1]
+    found = grda.beats_claims(plan, paper_prefix="DG-15", setting="test")
+    assert [list(c.values) for c in found] == [["grda", "so"]]   # only paired runs: claims
+    with pytest.raises(ValueError, match="plan"):
+        grda.run_plan(draws, [0, 1, 2], {"grda": 4}, "DG-15", epochs=1)
+    with pytest.raises(ValueError, match="plan"):
+        grda.run_plan(draws, [0, 1, 2], {"grda": 0}, "DG-15", epochs=1)
+
+
+def _scores_on(draws, method, level):
+    """A MethodScores with made-up per-domain accuracies (%): ``level`` minus 10 per domain."""
+    per_domain = np.stack([np.clip(level - 10.0 * np.arange(d.num_domains), 0, 100)
+                           for d in draws])
+    target = np.array([p[d.target].mean() for p, d in zip(per_domain, draws, strict=True)])
+    return grda.MethodScores(method, "DG-15", list(range(len(draws))), per_domain, target, 1.0,
+                             [], list(draws))
+
+
+def test_figures_fit_the_column_and_alt_text_states_the_numbers():
+    import warnings
+
+    from iclr22 import viz
+
+    draws = [make_dg("DG-15", seed=s) for s in (0, 1)]
+    scores = {"so": _scores_on(draws, "so", 60.0), "grda": _scores_on(draws, "grda", 100.0)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # a figure wider than the column warns
+        for height, draw in ((6.5, lambda f: grda.draw_datasets(f, {"DG-15": draws[0]})),
+                             (8, lambda f: grda.draw_distance_figure(
+                                 f, [(scores, np.linspace(0, 2, 9), "DG-15")])),
+                             (5.5, lambda f: grda.draw_accuracy_on_graphs(
+                                 f, {"DG-15": scores}, {"DG-15": draws[0]}, ["so", "grda"]))):
+            fig = viz.figure(height_in=height)
+            draw(fig)
+            assert fig.get_figwidth() <= viz.style.MAX_WIDTH_IN
+            viz.style.figure_png(fig)
+            plt.close(fig)
+    alt = grda.distance_alt({"DG-15": scores})
+    dist, acc, _ = grda.accuracy_by_distance(scores["grda"], np.array([0.0, 1.0, np.inf]))
+    assert f"GRDA {acc[dist <= 1].mean():.0f} % within, {acc[dist > 1].mean():.0f} %" in alt
+    assert f"GRDA {scores['grda'].target[0]:.1f} %" in grda.graphs_alt({"DG-15": scores},
+                                                                       ["so", "grda"])
 
 
 def test_claim_grda_beats_source_only_and_dann_on_dg15_over_three_draws():

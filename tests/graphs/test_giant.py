@@ -14,6 +14,10 @@ import torch.nn.functional as F
 from iclr22 import claims
 from iclr22.graphs import giant as gx
 
+#: Single-threaded (tests/conftest.py): the determinism test compares two fine-tunings bit
+#: for bit, which two threads do not guarantee (a 7e-9 difference in one loss was seen).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PATH3 = torch.tensor([[0, 1], [1, 2]])                   # (2, E): edges 0-1 and 1-2
 
 

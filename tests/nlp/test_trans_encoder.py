@@ -15,14 +15,8 @@ TINY = te.DistillConfig(num_rounds=1, cross_epochs=1, cross_batch_size=8, cross_
                         bi_epochs=1, bi_batch_size=64, bi_max_length=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small transformer steps: extra threads only add overhead; restored after the module
-    (other tests compare against the process's thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Single-threaded (tests/conftest.py): exact repeat checks, and no spinning threads.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,8 @@ from iclr22.timeseries import rim
 H = rim.DAY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny GRU and bisection ops: extra torch threads only add overhead (and spin under
-    load), so this module runs single-threaded and restores the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Single-threaded (tests/conftest.py): exact repeat checks, and no spinning threads.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy(times_by_user, items_by_user, num_items=5):

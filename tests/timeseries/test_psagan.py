@@ -236,6 +236,51 @@ def test_forecaster_recovers_a_linear_rule():
     assert ps.nrmse(w, windows, 2) < 1e-6
 
 
+def test_ar_forecast_follows_the_mean_path():
+    model = ps.ARModel(coef=np.array([[1.0, 0.5, 0.0]]), noise_std=np.array([0.3]))
+    path = ps.ar_forecast(model, np.array([0, 0]), np.array([[9.0, 2.0], [0.0, 4.0]]), 3)
+    np.testing.assert_allclose(path, [[2.0, 2.0, 2.0], [3.0, 2.5, 2.25]])  # x' = 1 + x / 2
+    with pytest.raises(ValueError, match="past"):
+        ps.ar_forecast(model, np.array([0]), np.array([[1.0]]), 3)
+
+
+def test_seasonal_naive_repeats_the_last_week():
+    week = np.arange(7.0)
+    past = np.tile(week, 3)[None, 3:]                    # 18 days ending on weekday 6
+    # the far days start 5 days after the past ends: weekday (6 + 1 + 5) % 7 = 5, ...
+    np.testing.assert_allclose(ps.seasonal_naive(past, gap=5, horizon=4), [[5, 6, 0, 1]])
+    with pytest.raises(ValueError, match="period"):
+        ps.seasonal_naive(past[:, :5], gap=1, horizon=2)
+
+
+def test_far_forecast_methods_on_known_inputs():
+    panel = ps.prepare_panel(toy_panel(), length=16, context_length=8, train_fraction=0.5)
+    test, gap = panel.heldout, 12
+    oracle = test.target.numpy()[:, :gap]                 # the true gap
+    out = ps.far_forecast(panel.train, test, {"oracle": oracle}, horizon=4)
+    short = ps.fit_forecaster(panel.train.target.numpy(), 4)
+    assert out["oracle"] == pytest.approx(ps.nrmse(short, test.target.numpy(), 4))
+    assert set(out) == {"oracle", "direct", "seasonal_naive"}
+    # the toy series is weekly + noise: all three are near the noise level, none is perfect
+    assert all(0.0 < v < 0.2 for v in out.values()), out
+    with pytest.raises(ValueError, match="shape"):
+        ps.far_forecast(panel.train, test, {"bad": oracle[:, :5]}, horizon=4)
+
+
+def test_fill_gap_averages_draws_and_checks_the_gap():
+    config = tiny(context_length=8)
+    panel = ps.prepare_panel(toy_panel(), length=16, context_length=8, train_fraction=0.5)
+    g = ps.Generator(config, num_features=4, num_series=3)
+    one = ps.fill_gap(g, panel.heldout, 12, num_samples=1, seed=3)
+    two = ps.fill_gap(g, panel.heldout, 12, num_samples=2, seed=3)
+    assert one.shape == (len(panel.heldout), 12)
+    np.testing.assert_allclose(one, ps.generate(g, panel.heldout, seed=3)[:, :12])
+    np.testing.assert_allclose(2 * two - one, ps.generate(g, panel.heldout, seed=4)[:, :12],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="gap"):
+        ps.fill_gap(g, panel.heldout, 17, num_samples=1)
+
+
 def test_rank_agreement():
     fid = {"a": 1.0, "b": 2.0, "c": 3.0}
     assert ps.rank_agreement(fid, {"a": 0.1, "b": 0.2, "c": 0.3}) == pytest.approx(1.0)
@@ -269,3 +314,59 @@ def test_claim_training_lowers_context_fid_on_ridership():
                            better="lower", ratio=True, setting="Chicago, length 16, 40 steps")
     assert all(t < u for t, u in zip(trained, untrained, strict=True)), (trained, untrained)
     assert claim.ours.mean < 0.6 and claim.verdict != "not reproduced", claim
+
+
+# --- claim: PSA-GAN-C reads the past (the MLP block of section 3.4) -------------------------
+
+
+def regime_panel(num_series=4, num_days=1200, seed=0):
+    """SYNTHETIC: a weekly pattern on a level that jumps every 60 days, so that only the past
+    (not the station or the calendar) tells a window's level."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_days)
+    level = rng.uniform(0.5, 2.0, size=(num_series, num_days // 60 + 1)).repeat(60, axis=1)
+    values = (level[:, :num_days] * (1 + 0.3 * (t % 7 < 5))[None, :]
+              + 0.05 * rng.normal(size=(num_series, num_days)))
+    dates = np.datetime64("2001-01-22") + np.arange(num_days)
+    return Ridership(values=values, dates=dates, stations=tuple(f"s{i}" for i in range(num_series)))
+
+
+def test_claim_psagan_c_fills_gaps_better_from_the_true_past():
+    # 3 seeds, 40 steps: the trained PSA-GAN-C fills held-out gaps closer to the truth when it
+    # reads each window's own past than when the pasts are shuffled across windows. A block
+    # that ignored the context, or read it misaligned, would score the same on both.
+    panel = ps.prepare_panel(regime_panel(), length=16, context_length=8, train_fraction=0.7,
+                             train_stride=2, heldout_stride=4)
+    test, gap, seeds = panel.heldout, 12, [0, 1, 2]
+    truth = test.target.numpy()[:, :gap]
+    own, shuffled = [], []
+    for seed in seeds:
+        config = tiny(context_length=8, num_steps=40, batch_size=32, lr=2e-3,
+                      discriminator_steps=1)
+        g = ps.train_psagan(panel.train, config, num_series=4, seed=seed, device=CPU).generator
+        perm = torch.as_tensor(np.random.default_rng(seed).permutation(len(test)))
+        other = ps.WindowSet(test.target, test.features, test.series, test.context[perm],
+                             test.start)
+        own.append(ps.nrmse_of(ps.fill_gap(g, test, gap, num_samples=4, seed=seed), truth))
+        shuffled.append(ps.nrmse_of(ps.fill_gap(g, other, gap, num_samples=4, seed=seed), truth))
+    claim = claims.compare("PSA-GAN-C reads the past", own, shuffled, seeds=seeds,
+                           better="lower", setting="synthetic regimes, length 16, 40 steps")
+    assert claim.verdict == "reproduced", claim
+
+
+def test_run_seed_end_to_end_at_toy_size():
+    panel = ps.prepare_panel(toy_panel(num_days=600), length=16, context_length=16,
+                             train_fraction=0.6)
+    config = ps.ExperimentConfig(
+        gan=tiny(), encoder=cf.EncoderConfig(channels=4, depth=1, reduced_size=4,
+                                             out_channels=4, num_steps=2),
+        ar_order=3, num_eval=60, num_real_forecast=20, num_synthetic=40, horizon=4,
+        far_samples=2)
+    results = [ps.run_seed(panel, config, seed, CPU) for seed in (0, 1)]
+    metrics = results[0].metrics()
+    assert {f"far/{k}" for k in ps.FAR_METHODS} <= set(metrics)
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert results[0].far_run.config.context_length == 16
+    found = ps.paper_claims(results, setting="toy")
+    assert len(found) == 6 and "PSA-GAN-C" in found[-1].text
+    assert list(ps.far_table(results).index) == [ps.FAR_LABELS[k] for k in ps.FAR_METHODS]

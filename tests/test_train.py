@@ -149,6 +149,28 @@ def test_fit_minibatches_keeps_the_best_epoch_and_stops_on_patience():
     torch.testing.assert_close(model.weight, states[1])
 
 
+def test_fit_minibatches_takes_another_optimiser_and_a_per_step_schedule():
+    x, y = _blobs(seed=0)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    gen = torch.Generator().manual_seed(0)
+    made, lrs, losses = {}, [], []
+
+    def optimiser(m):  # SGD at 0.1 / (step + 1): the schedule must step after every batch
+        made["opt"] = torch.optim.SGD(m.parameters(), lr=0.1)
+        return made["opt"], torch.optim.lr_scheduler.LambdaLR(made["opt"], lambda k: 1 / (k + 1))
+
+    def loss(b):
+        lrs.append(made["opt"].param_groups[0]["lr"])
+        return nn.functional.cross_entropy(model(x[b]), y[b])
+
+    train.fit_minibatches(model, lambda: torch.randperm(len(y), generator=gen).split(32), loss,
+                          train.TrainConfig(epochs=2), optimiser=optimiser, step_losses=losses)
+    assert len(losses) == 8 and all(isinstance(v, float) for v in losses)  # 2 epochs x 4
+    assert lrs == pytest.approx([0.1 / (k + 1) for k in range(8)])
+    assert losses[-1] < losses[0]
+
+
 def test_fit_minibatches_is_deterministic_for_a_seed():
     a, _, _ = _minibatch_fit(3)
     b, _, _ = _minibatch_fit(3)

@@ -44,6 +44,8 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import coalesce, degree, remove_self_loops, to_undirected
 
+from . import checks
+
 __all__ = [
     "GCN", "GCNLayer", "GraphSAGE", "MLP", "Propagation", "PygPropagate", "SparseMatrix",
     "as_features", "gcn_propagation", "linear", "mean_propagation", "node_degrees", "rows",
@@ -158,9 +160,7 @@ def linear(x: Features, layer: nn.Linear) -> Tensor:
 
 
 def _check_num_nodes(num_nodes) -> int:
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, np.integer)) \
-            or num_nodes <= 0:
-        raise ValueError(f"num_nodes must be a positive int, got {num_nodes!r}")
+    checks.positive_int("num_nodes", num_nodes)
     return int(num_nodes)
 
 

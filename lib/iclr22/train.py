@@ -9,7 +9,9 @@ Three loops with Adam, all built on one epoch loop that keeps the best validatio
 * :func:`fit_epochs` (full batch): minimise ``train_loss()`` for a fixed number of epochs
   (no model selection; e.g. a distillation target that has no validation score).
 * :func:`fit_minibatches`: one Adam step per mini-batch of ``batches()`` (called anew each
-  epoch, so it may shuffle), with or without the best-validation-epoch selection.
+  epoch, so it may shuffle), with or without the best-validation-epoch selection; another
+  optimiser and a per-step learning-rate schedule can replace Adam (Trans-Encoder's AdamW
+  with linear warm-up and decay).
 
 Model selection reads validation nodes only; test nodes are never touched here. Loops wrap
 their epochs in :func:`iclr22.runtime.progress` (a bar in a live kernel only).
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import runtime
+from . import checks, runtime
 from .nn import Features, rows
 
 __all__ = ["FitResult", "TrainConfig", "accuracy", "fit_best_on_validation", "fit_classifier",
@@ -43,8 +45,7 @@ class TrainConfig:
     patience: int = 50
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {self.epochs!r}")
+        checks.positive_int("epochs", self.epochs)
         if not self.lr > 0 or self.weight_decay < 0 or self.patience < 1:
             raise ValueError(f"need lr > 0, weight_decay >= 0, patience >= 1, got {self}")
 
@@ -142,10 +143,15 @@ def fit_epochs(model: nn.Module, train_loss: Callable[[], Tensor], config: Train
                                 config.epochs, config.patience, desc)
 
 
+#: ``optimiser(model)`` -> (optimizer, scheduler stepped after every optimizer step, or None)
+Optimiser = Callable[[nn.Module], "tuple[torch.optim.Optimizer, Any]"]
+
+
 def fit_minibatches(model: nn.Module, batches: Callable[[], Iterable[Any]],
                     batch_loss: Callable[[Any], Tensor], config: TrainConfig,
                     val_score: Callable[[], float] | None = None,
-                    desc: str = "training") -> FitResult:
+                    desc: str = "training", optimiser: Optimiser | None = None,
+                    step_losses: list[float] | None = None) -> FitResult:
     """Mini-batch Adam: each epoch, one step on ``batch_loss(b)`` for every ``b`` in
     ``batches()``; with ``val_score`` keep the best validation epoch (early stop after
     ``config.patience`` epochs without improvement), without it train ``config.epochs``.
@@ -156,14 +162,24 @@ def fit_minibatches(model: nn.Module, batches: Callable[[], Iterable[Any]],
         gen = torch.Generator().manual_seed(seed)
         fit_minibatches(model, lambda: torch.randperm(len(x), generator=gen).split(128),
                         lambda b: F.mse_loss(model(x[b]), y[b]), TrainConfig(epochs=5))
+
+    ``optimiser(model)`` replaces Adam with ``config.lr`` and ``config.weight_decay`` by
+    another optimizer and an optional scheduler (stepped after every optimizer step);
+    ``step_losses``, when given, receives the loss of every step.
     """
-    opt = _optimiser(model.parameters(), config)
+    opt, schedule = (optimiser(model) if optimiser is not None
+                     else (_optimiser(model.parameters(), config), None))
 
     def run_epoch() -> None:
         for batch in batches():
             opt.zero_grad()
-            batch_loss(batch).backward()
+            loss = batch_loss(batch)
+            loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
+            if step_losses is not None:
+                step_losses.append(float(loss.detach()))
 
     return _epochs_keeping_best(model, run_epoch, val_score, config.epochs, config.patience,
                                 desc)

@@ -104,7 +104,7 @@ def test_config_errors():
         da.SearchConfig(num_points=1)
     with pytest.raises(ValueError, match="stop_identity"):
         da.SearchConfig(stop_identity=0.0)
-    with pytest.raises(ValueError, match="positive ints"):
+    with pytest.raises(ValueError, match="positive int"):
         da.SearchConfig(steps_per_layer=0)
     with pytest.raises(ValueError, match="per-class"):
         da.ExperimentConfig(train_per_class=5000, search_per_class=1000)

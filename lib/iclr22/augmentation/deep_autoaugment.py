@@ -90,7 +90,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from .. import claims, runtime
+from .. import checks, claims, runtime
 from ..data import fashion_mnist
 from ..train import TrainConfig, fit_minibatches
 from . import ops
@@ -157,10 +157,8 @@ class SearchConfig:
     model_width: int = 8
 
     def __post_init__(self) -> None:
-        counts = (self.max_layers, self.steps_per_layer, self.num_points, self.val_batch,
-                  self.num_prev_samples, self.pretrain_epochs, self.model_width)
-        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in counts):
-            raise ValueError(f"counts must be positive ints, got {self}")
+        checks.positive_ints(self, ("max_layers", "steps_per_layer", "num_points", "val_batch",
+                                    "num_prev_samples", "pretrain_epochs", "model_width"))
         if self.num_points < 2:
             raise ValueError("num_points must be >= 2 (eq. 5 needs a standard deviation)")
         if not 0 < self.stop_identity <= 1 or self.policy_lr <= 0 or self.pretrain_lr <= 0:

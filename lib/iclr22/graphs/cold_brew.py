@@ -82,7 +82,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import claims, runtime
+from .. import checks, claims, runtime
 from ..nn import (
     GCN,
     MLP,
@@ -477,8 +477,7 @@ class ColdBrewConfig:
 
     def with_epochs(self, epochs: int) -> ColdBrewConfig:
         """A copy with every training run set to ``epochs`` epochs (patience scaled too)."""
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        checks.positive_int("epochs", epochs)
         patience = max(10, epochs * 3 // 10)
         runs = {name: replace(getattr(self, name), epochs=epochs, patience=patience)
                 for name in ("teacher", "mlp", "student")}

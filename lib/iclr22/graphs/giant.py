@@ -114,7 +114,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import cache, claims, runtime
+from .. import cache, checks, claims, runtime
 from ..data.sentence_encoders import minilm_path
 from ..data.wordnet import DEBIAN_PACKAGES, load_wordnet_verbs, tfidf_features
 from ..nn import MLP, GraphSAGE, SparseMatrix, mean_propagation, undirected_edge_index
@@ -609,11 +609,8 @@ class XRConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_trainable_layers", "steps_per_level", "batch_size", "top_k",
-                     "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        checks.positive_ints(self, ("num_trainable_layers", "steps_per_level", "batch_size",
+                                    "top_k", "max_length"))
         if not (self.lr_encoder > 0 and self.lr_head > 0):
             raise ValueError("learning rates must be positive")
 

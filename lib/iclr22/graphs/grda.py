@@ -87,7 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import cache, claims, runtime
+from .. import cache, checks, claims, runtime
 from ..claims import PaperValue
 from ..data.dg_domains import DomainGraphData
 from ..viz.projection import pca_2d
@@ -166,19 +166,14 @@ def cpu_config(method: str, benchmark: str, *, epochs: int, seed: int = 0,
     return GRDAConfig(method=method, epochs=epochs, seed=seed, **settings)
 
 
-def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_config(config: GRDAConfig) -> None:
     if not isinstance(config, GRDAConfig):
         raise TypeError(f"config must be a GRDAConfig, got {type(config).__name__}")
     if config.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {config.method!r}")
-    for name in ("hidden", "embed_dim", "disc_dim", "epochs", "halve_every", "batch_size"):
-        _check_positive_int(name, getattr(config, name))
-    _check_positive_int("sample_v", config.sample_v, minimum=2)
+    checks.positive_ints(config, ("hidden", "embed_dim", "disc_dim", "epochs", "halve_every",
+                                  "batch_size"))
+    checks.positive_int("sample_v", config.sample_v, minimum=2)
     if not (config.lr > 0 and config.lambda_adv >= 0):
         raise ValueError(f"lr must be > 0 and lambda_adv >= 0, got {config.lr}, "
                          f"{config.lambda_adv}")
@@ -582,7 +577,7 @@ def _check_runs(datasets: Sequence[DomainGraphData], seeds: Sequence[int],
             raise ValueError("runs trained together need datasets of one shape (x, y, number "
                              f"of sources); got {data.name} and {first.name}")
     for seed in seeds:
-        _check_positive_int("seed", seed, minimum=0)
+        checks.positive_int("seed", seed, minimum=0)
     if first.y.dtype.kind == "f" and config.method in CLASSIFICATION_ONLY:
         raise ValueError(f"method {config.method!r} needs class labels; data has float targets")
     if embeddings is not None:
@@ -945,7 +940,7 @@ def run_plan(datasets: Sequence[DomainGraphData], seeds: Sequence[int],
     seed) pairs: e.g. ``{"grda": 3, "dann": 3, "mdd": 1}``. Methods with the same count are
     paired run for run (the same draws and seeds). overrides: config fields for all."""
     for method, count in plan.items():
-        _check_positive_int(f"plan[{method!r}]", count)
+        checks.positive_int(f"plan[{method!r}]", count)
         if count > len(datasets) or len(datasets) != len(seeds):
             raise ValueError(f"plan[{method!r}] = {count} needs that many (dataset, seed) pairs; "
                              f"got {len(datasets)} datasets and {len(seeds)} seeds")
@@ -1300,8 +1295,9 @@ def draw_accuracy_vs_distance(ax, scores: Mapping[str, MethodScores], *,
         dist, acc, means = accuracy_by_distance(s, bins)
         colour = "k" if method == "grda" else f"C{k}"
         ax.scatter(dist, acc, s=6, color=colour, alpha=0.25, linewidths=0)
+        runs = f"{len(s.target)} run" + ("s" if len(s.target) > 1 else "")
         ax.plot(centres, means, "-o", ms=3, color=colour, lw=2.2 if method == "grda" else 1.2,
-                label=f"{METHOD_NAMES[method]} ({len(s.target)} runs)")
+                label=f"{METHOD_NAMES[method]} ({runs})")
     ax.axhline(50, color="0.6", lw=0.8, ls=":")
     ax.set(xlabel="angular distance from the nearest source (rad)",
            ylabel="target-domain accuracy (%)", ylim=(-3, 103))

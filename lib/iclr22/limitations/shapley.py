@@ -77,7 +77,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclr22 import claims, runtime
+from iclr22 import checks, claims, runtime
 from iclr22.limitations.trajectories import (
     BALL,
     OTHER,
@@ -124,8 +124,7 @@ MAX_EXACT_PLAYERS = 12
 
 
 def _check_num_players(num_players: int, limit: int = 20) -> None:
-    if isinstance(num_players, bool) or not isinstance(num_players, int) or num_players < 1:
-        raise ValueError(f"num_players must be a positive int, got {num_players!r}")
+    checks.positive_int("num_players", num_players)
     if num_players > limit:
         raise ValueError(f"{num_players} players: 2^{num_players} coalitions is too many to "
                          f"enumerate (limit {limit}); use sampled_shapley")

@@ -88,7 +88,8 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from .. import claims, runtime
+from .. import checks, claims, runtime
+from .. import train as train_lib
 from ..data import lee_similarity
 from ..data.lee_similarity import RatedPairs
 from ..data.sentence_encoders import minilm_path
@@ -142,11 +143,9 @@ class DistillConfig:
     fresh_start: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("num_rounds", "cross_epochs", "cross_batch_size", "cross_max_length",
-                     "bi_epochs", "bi_batch_size", "bi_max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        checks.positive_ints(self, ("num_rounds", "cross_epochs", "cross_batch_size",
+                                    "cross_max_length", "bi_epochs", "bi_batch_size",
+                                    "bi_max_length"))
         if not (self.cross_lr > 0 and self.bi_lr > 0 and self.weight_decay >= 0):
             raise ValueError(f"need positive learning rates and weight_decay >= 0, got {self}")
         if not 0 <= self.warmup_fraction < 1:
@@ -321,11 +320,10 @@ def mse_to_labels(scores: Tensor, labels: Tensor) -> Tensor:
     return (scores - labels).pow(2).mean()  # 1/B sum (f_bi(x) - y)^2
 
 
-def _adamw_linear(model: nn.Module, lr: float, weight_decay: float, num_steps: int,
-                  warmup_fraction: float):
-    """AdamW with linear warm-up then linear decay to 0 (the official WarmupLinear)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+def _adamw_linear(lr: float, weight_decay: float, num_steps: int,
+                  warmup_fraction: float) -> train_lib.Optimiser:
+    """AdamW with linear warm-up then linear decay to 0 (the official WarmupLinear), for
+    :func:`iclr22.train.fit_minibatches`; only parameters that require grad are trained."""
     warmup = math.ceil(num_steps * warmup_fraction)
 
     def factor(step: int) -> float:
@@ -333,15 +331,21 @@ def _adamw_linear(model: nn.Module, lr: float, weight_decay: float, num_steps: i
             return (step + 1) / (warmup + 1)
         return max(0.0, (num_steps - step) / max(1, num_steps - warmup))
 
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    def make(model: nn.Module):
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    return make
 
 
-def _step(opt, schedule, loss: Tensor) -> float:
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    schedule.step()
-    return float(loss.detach())
+def _fit(model: nn.Module, batches, batch_loss, epochs: int, optimiser: train_lib.Optimiser,
+         desc: str) -> list[float]:
+    """``epochs`` passes of ``batches()`` with ``optimiser``; the loss of every step."""
+    losses: list[float] = []
+    train_lib.fit_minibatches(model, batches, batch_loss, train_lib.TrainConfig(epochs=epochs),
+                              desc=desc, optimiser=optimiser, step_losses=losses)
+    return losses
 
 
 def train_cross(cross: nn.Module, data: RatedPairs, labels: Tensor, config: DistillConfig,
@@ -357,20 +361,19 @@ def train_cross(cross: nn.Module, data: RatedPairs, labels: Tensor, config: Dist
     pair_ids = torch.arange(num_pairs).repeat(2 if config.both_orders else 1)  # (S,)
     swap = torch.arange(pair_ids.numel()) >= num_pairs                          # (S,) bool
     steps_per_epoch = math.ceil(pair_ids.numel() / config.cross_batch_size)
-    opt, schedule = _adamw_linear(cross.model, config.cross_lr, config.weight_decay,
-                                  steps_per_epoch * config.cross_epochs, config.warmup_fraction)
-    cross.model.train()
-    losses = []
-    for _ in range(config.cross_epochs):
-        order = torch.randperm(pair_ids.numel(), generator=gen)
-        for batch in runtime.progress(order.split(config.cross_batch_size), leave=False,
-                                      desc="cross-encoder"):
-            logits = _cross_logits(cross, data, pair_ids[batch], config.cross_max_length,
-                                   swap[batch])
-            losses.append(_step(opt, schedule, bce_soft(logits, labels[pair_ids[batch]]
-                                                        .to(logits.device))))
-    cross.model.eval()
-    return losses
+
+    def batch_loss(batch: Tensor) -> Tensor:
+        logits = _cross_logits(cross, data, pair_ids[batch], config.cross_max_length,
+                               swap[batch])
+        return bce_soft(logits, labels[pair_ids[batch]].to(logits.device))        # eq. (1)
+
+    return _fit(cross.model,
+                lambda: torch.randperm(pair_ids.numel(), generator=gen)
+                .split(config.cross_batch_size),
+                batch_loss, config.cross_epochs,
+                _adamw_linear(config.cross_lr, config.weight_decay,
+                              steps_per_epoch * config.cross_epochs, config.warmup_fraction),
+                "cross-encoder")
 
 
 def train_bi(bi: nn.Module, data: RatedPairs, labels: Tensor, config: DistillConfig,
@@ -383,17 +386,15 @@ def train_bi(bi: nn.Module, data: RatedPairs, labels: Tensor, config: DistillCon
     _check_labels(labels, data.num_pairs)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(data.num_pairs / config.bi_batch_size)
-    opt, schedule = _adamw_linear(bi, config.bi_lr, config.weight_decay,
-                                  steps_per_epoch * config.bi_epochs, 0.0)
-    bi.train()
-    losses = []
-    for _ in runtime.progress(range(config.bi_epochs), leave=False, desc="bi-encoder"):
-        for batch in torch.randperm(data.num_pairs, generator=gen).split(config.bi_batch_size):
-            cosines = _pair_cosines(bi, data, batch, config.bi_max_length)
-            losses.append(_step(opt, schedule, mse_to_labels(cosines,
-                                                             labels[batch].to(cosines.device))))
-    bi.eval()
-    return losses
+
+    def batch_loss(batch: Tensor) -> Tensor:
+        cosines = _pair_cosines(bi, data, batch, config.bi_max_length)
+        return mse_to_labels(cosines, labels[batch].to(cosines.device))          # eq. (2)
+
+    return _fit(bi, lambda: torch.randperm(data.num_pairs, generator=gen)
+                .split(config.bi_batch_size), batch_loss, config.bi_epochs,
+                _adamw_linear(config.bi_lr, config.weight_decay,
+                              steps_per_epoch * config.bi_epochs, 0.0), "bi-encoder")
 
 
 # --- self- and mutual-distillation ---------------------------------------------------------

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .. import checks
+
 __all__ = ["SimilarItems", "interaction_matrix", "item_cosine_similarity", "recommend_scores",
            "similar_items_table"]
 
@@ -111,9 +113,7 @@ def similar_items_table(x, num_neighbours: int = 50) -> SimilarItems:
     Ties at the cut are broken by the smaller item id, so the table is deterministic.
     Shapes: x (num_users, num_items) sparse -> table (num_items, num_items).
     """
-    if isinstance(num_neighbours, bool) or not isinstance(num_neighbours, (int, np.integer)) \
-            or num_neighbours < 1:
-        raise ValueError(f"num_neighbours must be a positive int, got {num_neighbours!r}")
+    checks.positive_int("num_neighbours", num_neighbours)
     sim = item_cosine_similarity(x).tocoo()
     order = np.lexsort((sim.col, -sim.data, sim.row))  # by row, similarity desc, then id asc
     row, col, val = sim.row[order], sim.col[order], sim.data[order]

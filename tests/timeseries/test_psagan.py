@@ -1,5 +1,6 @@
 """PSA-GAN: blocks, progressive growing and fade-in, PSA-GAN-C, losses, data, floor, claims."""
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -257,10 +258,12 @@ def test_far_forecast_methods_on_known_inputs():
     panel = ps.prepare_panel(toy_panel(), length=16, context_length=8, train_fraction=0.5)
     test, gap = panel.heldout, 12
     oracle = test.target.numpy()[:, :gap]                 # the true gap
-    out = ps.far_forecast(panel.train, test, {"oracle": oracle}, horizon=4)
+    far = ps.far_forecast(panel.train, test, {"oracle": oracle}, horizon=4)
+    out = far.nrmse
     short = ps.fit_forecaster(panel.train.target.numpy(), 4)
     assert out["oracle"] == pytest.approx(ps.nrmse(short, test.target.numpy(), 4))
     assert set(out) == {"oracle", "direct", "seasonal_naive"}
+    assert far.forecasts["direct"].shape == (len(test), 4) and far.fills["oracle"] is not None
     # the toy series is weekly + noise: all three are near the noise level, none is perfect
     assert all(0.0 < v < 0.2 for v in out.values()), out
     with pytest.raises(ValueError, match="shape"):
@@ -279,6 +282,16 @@ def test_fill_gap_averages_draws_and_checks_the_gap():
                                rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="gap"):
         ps.fill_gap(g, panel.heldout, 17, num_samples=1)
+
+
+def test_calendar_correlation_by_hand():
+    week = np.tile([1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2], 3)[None, :14]
+    real = np.vstack([week, week])
+    assert ps.calendar_correlation(real, real) == pytest.approx(1.0)
+    assert ps.calendar_correlation(2 - real, real) == pytest.approx(-1.0)       # antiphase
+    assert ps.calendar_correlation(3 * real + 1, real) == pytest.approx(1.0)    # level-free
+    with pytest.raises(ValueError, match="equal"):
+        ps.calendar_correlation(real[:, :5], real)
 
 
 def test_rank_agreement():
@@ -365,8 +378,13 @@ def test_run_seed_end_to_end_at_toy_size():
     results = [ps.run_seed(panel, config, seed, CPU) for seed in (0, 1)]
     metrics = results[0].metrics()
     assert {f"far/{k}" for k in ps.FAR_METHODS} <= set(metrics)
+    assert {f"align/{k}" for k in (*ps.MODELS, "psagan_c_fill")} <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
     assert results[0].far_run.config.context_length == 16
     found = ps.paper_claims(results, setting="toy")
     assert len(found) == 6 and "PSA-GAN-C" in found[-1].text
     assert list(ps.far_table(results).index) == [ps.FAR_LABELS[k] for k in ps.FAR_METHODS]
+    fig = plt.figure()
+    ps.plot_far_forecast(fig, panel.heldout, results[0].far, windows=(0, 3))
+    assert len(fig.axes) == 2
+    plt.close(fig)

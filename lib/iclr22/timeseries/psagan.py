@@ -631,8 +631,12 @@ def fit_forecaster(windows: np.ndarray, horizon: int, ridge: float = 1.0) -> np.
 
 def nrmse(weights: np.ndarray, windows: np.ndarray, horizon: int) -> float:
     """sqrt(mean((y_hat - y)^2)) / mean(|y|) on the last ``horizon`` values of windows."""
-    x = np.hstack([np.ones((windows.shape[0], 1)), windows[:, :-horizon]])
-    return nrmse_of(x @ weights, windows[:, -horizon:])
+    return nrmse_of(ridge_forecast(weights, windows[:, :-horizon]), windows[:, -horizon:])
+
+
+def ridge_forecast(weights: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """[1, inputs] @ weights. Shapes: weights (I + 1, H), inputs (N, I) -> (N, H)."""
+    return np.hstack([np.ones((inputs.shape[0], 1)), inputs]) @ weights
 
 
 def nrmse_of(forecast: np.ndarray, truth: np.ndarray) -> float:
@@ -678,10 +682,21 @@ def seasonal_naive(past: np.ndarray, gap: int, horizon: int, period: int = 7) ->
     return past[:, days]
 
 
+@dataclass
+class FarForecast:
+    """Far-forecasting on the held-out windows: each gap filler's ``fills`` (N, gap), each
+    method's ``forecasts`` of the far days (N, H), and each method's ``nrmse``."""
+
+    fills: dict[str, np.ndarray]
+    forecasts: dict[str, np.ndarray]
+    nrmse: dict[str, float]
+
+
 def far_forecast(train: WindowSet, test: WindowSet, fills: dict[str, np.ndarray],
-                 horizon: int, ridge: float = 1.0) -> dict[str, float]:
-    """NRMSE of forecasts of the last ``horizon`` days of every test window, made at the end
-    of its past (``context``), ``gap = L - horizon`` days before the first forecast day.
+                 horizon: int, ridge: float = 1.0) -> FarForecast:
+    """Forecasts of the last ``horizon`` days of every test window, made at the end of its
+    past (``context``), ``gap = L - horizon`` days before the first forecast day, and their
+    NRMSE.
 
     * each fill (N, gap) stands for the unobserved gap and feeds the *short* forecaster (ridge
       of a window's last ``horizon`` days on its first ``gap``, fitted on real training windows);
@@ -692,16 +707,17 @@ def far_forecast(train: WindowSet, test: WindowSet, fills: dict[str, np.ndarray]
     gap = train.target.shape[1] - horizon
     truth = test.target.numpy()[:, -horizon:]                                    # (N, H)
     short = fit_forecaster(train.target.numpy(), horizon, ridge)                 # gap -> H
-    out = {}
+    forecasts = {}
     for name, fill in fills.items():
         if fill.shape != (len(test), gap):
             raise ValueError(f"fill {name!r} has shape {fill.shape}, expected {(len(test), gap)}")
-        out[name] = nrmse(short, np.hstack([fill, truth]), horizon)
+        forecasts[name] = ridge_forecast(short, fill)
     direct = fit_forecaster(np.hstack([train.context.numpy(), train.target.numpy()[:, -horizon:]]),
                             horizon, ridge)                                      # C -> H
-    out["direct"] = nrmse(direct, np.hstack([test.context.numpy(), truth]), horizon)
-    out["seasonal_naive"] = nrmse_of(seasonal_naive(test.context.numpy(), gap, horizon), truth)
-    return out
+    forecasts["direct"] = ridge_forecast(direct, test.context.numpy())
+    forecasts["seasonal_naive"] = seasonal_naive(test.context.numpy(), gap, horizon)
+    return FarForecast(fills=dict(fills), forecasts=forecasts,
+                       nrmse={k: nrmse_of(f, truth) for k, f in forecasts.items()})
 
 
 # --- the experiment ---------------------------------------------------------------------------
@@ -740,8 +756,9 @@ class SeedResult:
     real_only_nrmse: float
     runs: dict[str, GANRun]
     samples: dict[str, np.ndarray]
-    far_nrmse: dict[str, float] = field(default_factory=dict)
+    far: FarForecast | None = None
     far_run: GANRun | None = None
+    alignment: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names for :func:`iclr22.claims.over_seeds`."""
@@ -750,8 +767,26 @@ class SeedResult:
         out["fid/real_train"] = self.reference_fid
         out["nrmse/real_only"] = self.real_only_nrmse
         out["spearman"] = rank_agreement(self.fid, self.forecast_nrmse)
-        out.update({f"far/{k}": v for k, v in self.far_nrmse.items()})
+        if self.far is not None:
+            out.update({f"far/{k}": v for k, v in self.far.nrmse.items()})
+        out.update({f"align/{k}": v for k, v in self.alignment.items()})
         return out
+
+
+def calendar_correlation(generated: np.ndarray, real: np.ndarray) -> float:
+    """Mean over windows of the Pearson correlation between a generated window and the real
+    window whose dates and station it was generated for: +1 when the weekly peaks fall on the
+    right days, -1 in antiphase, about 0 without alignment. Context-FID cannot see this (it
+    compares the two sets of windows without their dates); a gap filler pays for it.
+
+    Shapes: (N, L), (N, L) -> scalar.
+    """
+    if generated.shape != real.shape or generated.ndim != 2:
+        raise ValueError(f"generated {generated.shape} and real {real.shape} must be equal (N, L)")
+    a = generated - generated.mean(1, keepdims=True)
+    b = real - real.mean(1, keepdims=True)
+    r = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1)).clip(1e-12)
+    return float(r.mean())
 
 
 def rank_agreement(fid: dict[str, float], error: dict[str, float]) -> float:
@@ -803,14 +838,18 @@ def run_seed(panel: PanelData, config: ExperimentConfig, seed: int,
                         real_only_nrmse=nrmse(fit_forecaster(few_real, config.horizon), test,
                                               config.horizon),
                         runs=runs, samples=samples)
-    result.far_run, result.far_nrmse = far_experiment(panel, config, seed, runs["psagan"], ar,
-                                                      device)
+    result.far_run, result.far = far_experiment(panel, config, seed, runs["psagan"], ar, device)
+    gap = result.far.fills["psagan_c"].shape[1]
+    result.alignment = {name: calendar_correlation(x, prompts.target.numpy())
+                        for name, x in samples.items()}
+    result.alignment["psagan_c_fill"] = calendar_correlation(
+        result.far.fills["psagan_c"], panel.heldout.target.numpy()[:, :gap])
     return result
 
 
 def far_experiment(panel: PanelData, config: ExperimentConfig, seed: int, psagan: GANRun,
-                   ar: ARModel, device: torch.device | None = None) -> tuple[GANRun,
-                                                                             dict[str, float]]:
+                   ar: ARModel, device: torch.device | None = None
+                   ) -> tuple[GANRun, FarForecast]:
     """Train PSA-GAN-C (reading each window's past) on the training windows, fill the gap of
     every held-out window with it, with the unconditional PSA-GAN and with the AR mean path,
     and score all far-forecasting methods by NRMSE (:func:`far_forecast`)."""
@@ -855,7 +894,8 @@ def paper_claims(results: Sequence[SeedResult], setting: str) -> list[claims.Cla
 
 
 def summary_table(results: Sequence[SeedResult]):
-    """One DataFrame: mean and std over seeds of Context-FID and NRMSE per generator."""
+    """One DataFrame: mean and std over seeds of Context-FID and NRMSE per generator, and the
+    mean :func:`calendar_correlation` of its windows with the real windows of their dates."""
     import pandas as pd
 
     rows = []
@@ -863,11 +903,13 @@ def summary_table(results: Sequence[SeedResult]):
         fids = [r.reference_fid if name == "real_train" else r.fid[name] for r in results]
         errs = [r.real_only_nrmse if name == "real_train" else r.forecast_nrmse[name]
                 for r in results]
+        align = [r.alignment[name] for r in results] if name != "real_train" else [1.0]
         rows.append({"generator": MODEL_LABELS[name],
                      "Context-FID vs held-out (mean)": np.mean(fids),
                      "Context-FID (std)": np.std(fids, ddof=1) if len(fids) > 1 else 0.0,
                      "downstream NRMSE (mean)": np.mean(errs),
-                     "NRMSE (std)": np.std(errs, ddof=1) if len(errs) > 1 else 0.0})
+                     "NRMSE (std)": np.std(errs, ddof=1) if len(errs) > 1 else 0.0,
+                     "calendar correlation (mean)": np.mean(align)})
     frame = pd.DataFrame(rows).set_index("generator")
     frame.index = [*frame.index[:-1], "reference: real training windows / real-only forecaster"]
     return frame.round(4)
@@ -878,8 +920,8 @@ def far_table(results: Sequence[SeedResult]):
     import pandas as pd
 
     rows = [{"method": FAR_LABELS[name],
-             "far-forecast NRMSE (mean)": np.mean([r.far_nrmse[name] for r in results]),
-             "NRMSE (std)": (np.std([r.far_nrmse[name] for r in results], ddof=1)
+             "far-forecast NRMSE (mean)": np.mean([r.far.nrmse[name] for r in results]),
+             "NRMSE (std)": (np.std([r.far.nrmse[name] for r in results], ddof=1)
                              if len(results) > 1 else 0.0)} for name in FAR_METHODS]
     return pd.DataFrame(rows).set_index("method").round(4)
 
@@ -889,9 +931,12 @@ def headline_metrics(results: Sequence[SeedResult]) -> tuple[dict[str, float], d
     """Mean metrics over seeds for ``results.record``, their units and which way is better."""
     keys = results[0].metrics().keys()
     metrics = {k: float(np.mean([r.metrics()[k] for r in results])) for k in keys}
-    units = {k: ("Context-FID" if k.startswith("fid") else "NRMSE" if k.startswith(("nrmse", "far"))
-                 else "Spearman rho") for k in keys}
-    better = {k: "higher" if k == "spearman" else "lower" for k in keys}
+    units = {k: ("Context-FID" if k.startswith("fid") else "NRMSE" if k.startswith("nrmse")
+                 else "NRMSE of the far days" if k.startswith("far")
+                 else "correlation with the real window of the same dates"
+                 if k.startswith("align") else "Spearman rho") for k in keys}
+    better = {k: "higher" if k == "spearman" or k.startswith("align") else "lower"
+              for k in keys}
     return metrics, units, better
 
 
@@ -933,3 +978,29 @@ def plot_samples(fig, result: SeedResult, real: np.ndarray, num: int = 3) -> Non
         ax.set_title(MODEL_LABELS[name].replace("PSA-GAN w/o", "w/o"), fontsize=8)
         ax.set_xlabel("day")
     axes[0].set_ylabel("ridership / station mean")
+
+
+def plot_far_forecast(fig, test: WindowSet, far: FarForecast, windows: Sequence[int] = (0, 1),
+                      methods: Sequence[str] = ("psagan_c", "ar_fill", "direct")) -> None:
+    """One panel per held-out window: its observed past (grey), the truth (black), each gap
+    filler's fill and every method's forecast of the far days; day 0 is the first unobserved
+    day."""
+    axes = fig.subplots(1, len(windows), sharey=True, squeeze=False)[0]
+    past, horizon = test.context.shape[1], next(iter(far.forecasts.values())).shape[1]
+    length = test.target.shape[1]
+    for ax, i in zip(axes, windows, strict=True):
+        ax.plot(np.arange(-past, 0), test.context[i].numpy(), color="0.6", lw=1.2,
+                label="observed past")
+        ax.plot(np.arange(length), test.target[i].numpy(), color="k", lw=1.2, label="truth")
+        for k, name in enumerate(methods):
+            colour = f"C{k}"
+            if name in far.fills:
+                ax.plot(np.arange(far.fills[name].shape[1]), far.fills[name][i], color=colour,
+                        lw=1, ls="--")
+            ax.plot(np.arange(length - horizon, length), far.forecasts[name][i], color=colour,
+                    lw=2, marker="o", ms=3, label=FAR_LABELS[name])
+        ax.axvspan(length - horizon - 0.5, length - 0.5, color="0.92", zorder=0)
+        ax.set_xlabel("day (0 = first unobserved day)")
+        ax.set_title(f"held-out window {i} (station {int(test.series[i])})", fontsize=9)
+    axes[0].set_ylabel("ridership / station mean")
+    axes[-1].legend(loc="lower left", fontsize=7)

@@ -263,7 +263,12 @@ def test_far_forecast_methods_on_known_inputs():
     short = ps.fit_forecaster(panel.train.target.numpy(), 4)
     assert out["oracle"] == pytest.approx(ps.nrmse(short, test.target.numpy(), 4))
     assert set(out) == {"oracle", "direct", "seasonal_naive"}
-    assert far.forecasts["direct"].shape == (len(test), 4) and far.fills["oracle"] is not None
+    direct = ps.fit_forecaster(np.hstack([panel.train.context.numpy(),
+                                          panel.train.target.numpy()[:, -4:]]), 4)
+    np.testing.assert_allclose(far.forecasts["direct"],
+                               ps.ridge_forecast(direct, test.context.numpy()))  # past -> far
+    np.testing.assert_allclose(far.forecasts["seasonal_naive"],
+                               ps.seasonal_naive(test.context.numpy(), gap, 4))
     # the toy series is weekly + noise: all three are near the noise level, none is perfect
     assert all(0.0 < v < 0.2 for v in out.values()), out
     with pytest.raises(ValueError, match="shape"):
